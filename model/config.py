@@ -1,0 +1,127 @@
+"""Architecture configuration of the digit classifier.
+
+The config is data: a frozen dataclass validated at construction, stored in every checkpoint so
+that inference rebuilds the exact model without any training code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+PosEmbed = Literal["learned", "sincos2d", "none"]
+Pool = Literal["cls", "mean"]
+Stem = Literal["linear", "conv"]
+Impl = Literal["ours", "timm"]
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "pos_embed": ("learned", "sincos2d", "none"),
+    "pool": ("cls", "mean"),
+    "stem": ("linear", "conv"),
+    "impl": ("ours", "timm"),
+}
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot build a model; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class ViTConfig:
+    """Vision Transformer hyper-parameters.
+
+    Args:
+        image_size: side of the square input image in pixels (MNIST: 28).
+        patch_size: side of a square patch; must divide ``image_size``. Tokens = (image/patch)^2.
+        in_chans: input channels: 1 for grayscale, 3 for the digit replicated to RGB.
+        num_classes: size of the classification head.
+        dim: token width (embedding dimension).
+        depth: number of transformer blocks.
+        heads: attention heads per block; must divide ``dim``.
+        mlp_ratio: hidden width of each block's MLP, as a multiple of ``dim``.
+        dropout: dropout after the embedding, in the MLP and after attention's projection.
+        attn_dropout: dropout on the attention probabilities.
+        drop_path: stochastic-depth rate of the last block (linearly increasing from 0).
+        pos_embed: ``learned`` parameters, fixed 2-D ``sincos2d``, or ``none``.
+        pool: ``cls`` reads the class token; ``mean`` averages the patch tokens (no class token).
+        stem: ``linear`` patch embedding (one strided conv) or a ``conv`` stem of 3x3 convolutions
+            (Xiao et al. 2021); the conv stem needs a power-of-two patch size.
+        impl: ``ours`` (this package's ViT) or ``timm`` (timm's VisionTransformer, for comparison).
+    """
+
+    image_size: int = 28
+    patch_size: int = 4
+    in_chans: int = 1
+    num_classes: int = 10
+    dim: int = 64
+    depth: int = 6
+    heads: int = 4
+    mlp_ratio: float = 2.0
+    dropout: float = 0.0
+    attn_dropout: float = 0.0
+    drop_path: float = 0.0
+    pos_embed: PosEmbed = "learned"
+    pool: Pool = "cls"
+    stem: Stem = "linear"
+    impl: Impl = "ours"
+
+    def __post_init__(self) -> None:
+        for name, choices in _CHOICES.items():
+            value = getattr(self, name)
+            if value not in choices:
+                raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+        for name in ("image_size", "patch_size", "in_chans", "num_classes", "dim", "depth", "heads"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer; got {value!r}")
+        if self.image_size % self.patch_size:
+            raise ConfigError(f"image_size ({self.image_size}) must be divisible by patch_size ({self.patch_size})")
+        if self.dim % self.heads:
+            raise ConfigError(f"dim ({self.dim}) must be divisible by heads ({self.heads})")
+        if self.in_chans not in (1, 3):
+            raise ConfigError(f"in_chans must be 1 (grayscale) or 3 (RGB); got {self.in_chans}")
+        if self.mlp_ratio <= 0:
+            raise ConfigError(f"mlp_ratio must be positive; got {self.mlp_ratio}")
+        for name in ("dropout", "attn_dropout", "drop_path"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"{name} must be in [0, 1); got {getattr(self, name)}")
+        if self.stem == "conv" and self.patch_size & (self.patch_size - 1):
+            raise ConfigError(
+                f"the conv stem halves the image per 3x3 stride-2 conv, so patch_size must be a "
+                f"power of two; got {self.patch_size} (use stem='linear')"
+            )
+        if self.impl == "timm" and (self.stem != "linear" or self.pos_embed != "learned"):
+            raise ConfigError("impl='timm' supports only stem='linear' and pos_embed='learned'")
+
+    @property
+    def grid_size(self) -> int:
+        """Patches per side of the image."""
+        return self.image_size // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        """Patch tokens per image."""
+        return self.grid_size**2
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Tokens before the patches: 1 for the class token, 0 with mean pooling."""
+        return 1 if self.pool == "cls" else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as plain JSON-able data."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ViTConfig:
+        """Rebuild a config, naming any unknown field instead of failing with a TypeError."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown model config field(s): {', '.join(unknown)}")
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> ViTConfig:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)

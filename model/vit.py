@@ -1,0 +1,99 @@
+"""Vision Transformer for digits, written from scratch.
+
+Forward reads top to bottom: patches -> (CLS) -> position -> blocks -> norm -> pool -> head.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from model.block import Block
+from model.config import ViTConfig
+from model.embedding import ConvStem, PatchEmbed, sincos_2d
+
+
+class ViT(nn.Module):
+    """Vision Transformer classifier configured by a :class:`ViTConfig`.
+
+    ``forward(x)`` returns logits (B, classes). ``forward_with_attention(x)`` returns
+    ``(logits, attention)`` with attention (B, layers, heads, N, N), N = prefix + patch tokens,
+    computed by an explicit softmax; the logits are the same as on the fused path.
+    """
+
+    pos_table: torch.Tensor  # the fixed sincos2d table, a buffer (only with pos_embed="sincos2d")
+
+    def __init__(self, config: ViTConfig):
+        super().__init__()
+        if config.impl != "ours":
+            raise ValueError(f"ViT builds impl='ours'; got impl={config.impl!r} (use build_model)")
+        c = config
+        self.config = c
+        stem = ConvStem if c.stem == "conv" else PatchEmbed
+        self.patch_embed = stem(c.in_chans, c.dim, c.patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, c.dim)) if c.pool == "cls" else None
+        n_tokens = c.num_prefix_tokens + c.num_patches
+        self.pos_embed: nn.Parameter | None = None
+        if c.pos_embed == "learned":
+            self.pos_embed = nn.Parameter(torch.randn(1, n_tokens, c.dim) * 0.02)
+        elif c.pos_embed == "sincos2d":
+            # fixed: a buffer, saved in checkpoints but never trained; the class token gets zeros
+            table = torch.zeros(1, n_tokens, c.dim)
+            table[0, c.num_prefix_tokens :] = sincos_2d(c.grid_size, c.dim)
+            self.register_buffer("pos_table", table)
+        self.pos_drop = nn.Dropout(c.dropout)
+        rates = [c.drop_path * i / max(c.depth - 1, 1) for i in range(c.depth)]
+        self.blocks = nn.ModuleList(
+            Block(c.dim, c.heads, c.mlp_ratio, c.dropout, c.attn_dropout, rate) for rate in rates
+        )
+        self.norm = nn.LayerNorm(c.dim)
+        self.head = nn.Linear(c.dim, c.num_classes)
+        self.apply(_init_weights)
+        if self.cls_token is not None:
+            nn.init.normal_(self.cls_token, std=1e-6)
+
+    def forward_features(
+        self, x: torch.Tensor, return_attention: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Images (B, C, H, W) -> normalised tokens (B, N, dim) and optional stacked attention."""
+        x = self.patch_embed(x)  # (B, patches, dim)
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        if self.pos_embed is not None:
+            x = x + self.pos_embed
+        elif self.config.pos_embed == "sincos2d":
+            x = x + self.pos_table
+        x = self.pos_drop(x)
+        maps: list[torch.Tensor] = []
+        for block in self.blocks:
+            x, attn = block(x, return_attention=return_attention)
+            if attn is not None:
+                maps.append(attn)
+        attention = torch.stack(maps, dim=1) if return_attention else None  # (B, L, h, N, N)
+        return self.norm(x), attention
+
+    def forward_head(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Pool the tokens (class token or mean of all tokens) and classify."""
+        pooled = tokens[:, 0] if self.cls_token is not None else tokens.mean(dim=1)
+        return self.head(pooled)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W) -> logits (B, classes), on the fused attention path."""
+        tokens, _ = self.forward_features(x)
+        return self.forward_head(tokens)
+
+    def forward_with_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images -> (logits, attention (B, layers, heads, N, N)) on the explicit-softmax path."""
+        tokens, attention = self.forward_features(x, return_attention=True)
+        assert attention is not None
+        return self.forward_head(tokens), attention
+
+
+def _init_weights(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)

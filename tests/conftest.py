@@ -1,0 +1,34 @@
+"""Shared fixtures: a tiny model and checkpoint, the committed MNIST slice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from model import CheckpointMeta, ViTConfig, build_model, save_checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+MNIST_SLICE = ROOT / "tests" / "data" / "mnist"
+FULL_MNIST = ROOT.parent / "shared" / "data" / "mnist"
+SHIPPED = ROOT / "checkpoints" / "vit-digits.safetensors"
+TINY = ViTConfig(patch_size=7, dim=16, depth=2, heads=2, mlp_ratio=2.0)
+
+
+@pytest.fixture(scope="session")
+def mnist_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The committed 1,000/500-image slice of real MNIST, extracted as torchvision expects."""
+    from training.data import prepare_root
+
+    return prepare_root(MNIST_SLICE, cache_dir=tmp_path_factory.mktemp("mnist"))
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained tiny ViT saved in the real checkpoint format."""
+    torch.manual_seed(0)
+    model = build_model(TINY)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    save_checkpoint(path, model, CheckpointMeta(TINY, training={"test_accuracy": 0.1, "created": "2026-01-01"}))
+    return path

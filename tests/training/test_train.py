@@ -1,0 +1,147 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from model import load_checkpoint
+from tests.conftest import MNIST_SLICE, ROOT
+from training.augment import random_affine
+from training.cli import main
+from training.config import AugmentConfig
+
+FAST = ["--patch-size", "7", "--dim", "16", "--depth", "1", "--heads", "2", "--batch-size", "64"]
+
+
+def _train(tmp_path: Path, *extra: str) -> Path:
+    args = [
+        "train",
+        "--data-dir",
+        str(MNIST_SLICE),
+        "--run-dir",
+        str(tmp_path / "runs"),
+        "--name",
+        "t",
+        "--val-size",
+        "200",
+        *FAST,
+        *extra,
+    ]
+    assert main(args) == 0
+    return tmp_path / "runs" / "t"
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the extraction cache (.cache/mnist) lands in the test's folder
+
+
+def test_train_dry_run_writes_checkpoint_metrics_and_config(tmp_path):
+    run = _train(tmp_path, "--dry-run")
+    ckpt = load_checkpoint(run / "best.safetensors")
+    assert ckpt.meta.config.patch_size == 7
+    summary = ckpt.meta.training
+    assert {"test_accuracy", "dataset_sha256", "git_commit", "versions", "seed", "created"} <= set(summary)
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["epoch"] == 1
+    assert json.loads((run / "config.json").read_text())["model"]["dim"] == 16
+
+
+def test_train_learns_on_real_digits_and_is_reproducible(tmp_path):
+    quick = ("--epochs", "5", "--lr", "1e-2", "--no-augment", "--batch-size", "32", "--dim", "32")
+    a = _train(tmp_path / "a", *quick)
+    b = _train(tmp_path / "b", *quick)
+    acc = [json.loads(line)["val_acc"] for line in (a / "metrics.jsonl").read_text().splitlines()]
+    assert acc[-1] > 0.35, f"validation accuracy after 5 epochs on 800 images (chance: 0.1): {acc}"
+    assert (a / "metrics.jsonl").read_text().split('"lr"')[0] == (b / "metrics.jsonl").read_text().split('"lr"')[0]
+
+
+def test_train_resume_continues_where_it_stopped(tmp_path):
+    run = _train(tmp_path, "--epochs", "1")
+    _train(tmp_path, "--epochs", "2", "--resume")
+    epochs = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2]
+
+
+def test_train_ema_and_label_smoothing_and_timm_and_rgb(tmp_path):
+    run = _train(
+        tmp_path, "--dry-run", "--ema-decay", "0.9", "--label-smoothing", "0.1", "--impl", "timm", "--in-chans", "3"
+    )
+    ckpt = load_checkpoint(run / "best.safetensors")
+    assert ckpt.meta.config.impl == "timm" and ckpt.meta.preprocess.mean == (0.1307,) * 3
+
+
+def test_cli_help_lists_commands(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "train" in out and "evaluate" in out and "experiments" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "--patch-size", "5"], "divisible by patch_size"),
+        (["train", "--epochs", "0"], "epochs must be at least 1"),
+        (["train", "--data-dir", "/nonexistent"], "MNIST not found under /nonexistent"),
+        (["train", "--stem", "banana"], "invalid choice"),
+        (["evaluate", "--checkpoint", "/nope.safetensors"], "no such checkpoint"),
+    ],
+)
+def test_cli_bad_arguments_exit_2_with_a_message(args, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_random_affine_keeps_background_and_moves_ink():
+    x = torch.full((8, 1, 28, 28), -0.42)
+    x[:, :, 10:18, 12:16] = 2.8
+    out = random_affine(
+        x, AugmentConfig(rotate=15, translate=0.1, scale=0.1, shear=5), torch.Generator().manual_seed(0)
+    )
+    assert out.shape == x.shape
+    assert torch.allclose(out[:, :, 0, 0], torch.tensor(-0.42))
+    assert not torch.allclose(out, x)
+    assert out.max() <= 2.8 + 1e-5
+
+
+@pytest.mark.slow
+def test_train_two_process_distributed_run(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        "29533",
+        "-m",
+        "training",
+        "train",
+        "--data-dir",
+        str(MNIST_SLICE),
+        "--run-dir",
+        str(tmp_path / "runs"),
+        "--name",
+        "ddp",
+        "--val-size",
+        "200",
+        "--limit",
+        "600",
+        "--epochs",
+        "1",
+        *FAST,
+    ]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = tmp_path / "runs" / "ddp"
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 1  # rank 0 alone writes
+    assert "2 process(es)" in done.stderr
+    load_checkpoint(run / "best.safetensors")

@@ -1,0 +1,1 @@
+"""vit-digits training package: MNIST training, evaluation and experiments (``python -m training``)."""

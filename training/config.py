@@ -1,0 +1,98 @@
+"""Training configuration and named presets."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from model.config import ConfigError, ViTConfig
+
+Amp = Literal["auto", "none", "bf16", "fp16"]
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Random affine augmentation, applied to whole batches on the training device."""
+
+    rotate: float = 10.0  # max rotation, degrees
+    translate: float = 0.1  # max shift, as a fraction of the image side
+    scale: float = 0.1  # zoom in [1 - scale, 1 + scale]
+    shear: float = 5.0  # max shear, degrees
+
+    @property
+    def enabled(self) -> bool:
+        return any((self.rotate, self.translate, self.scale, self.shear))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on; saved in ``runs/<name>/config.json``."""
+
+    model: ViTConfig = field(default_factory=ViTConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    epochs: int = 1
+    batch_size: int = 128  # global batch; split evenly across distributed processes
+    lr: float = 1e-3  # peak learning rate after warmup
+    min_lr: float = 1e-5  # end of the cosine decay
+    weight_decay: float = 0.05
+    warmup_epochs: float = 0.5
+    label_smoothing: float = 0.0
+    ema_decay: float = 0.0  # 0 disables the EMA of weights
+    grad_clip: float = 1.0  # max gradient norm; 0 disables
+    val_size: int = 5000  # images carved from the training set for model selection
+    seed: int = 0
+    limit: int = 0  # use only the first N training (and N // 5 test) images; 0 = all
+    dry_run: bool = False  # a few batches of one epoch, to check the whole pipeline
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: Amp = "auto"  # mixed precision on CUDA: auto picks bf16 where supported
+    threads: int = 0  # torch intra-op threads; 0 = torch's default
+    data_dir: Path = Path("data")
+    download: bool = False
+    run_dir: Path = Path("runs")
+    name: str = "default"
+    output: Path | None = None  # also copy the best checkpoint here
+
+    def __post_init__(self) -> None:
+        positive = ("epochs", "batch_size")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1; got {getattr(self, name)}")
+        if self.lr <= 0 or self.min_lr < 0 or self.min_lr > self.lr:
+            raise ConfigError(f"need 0 <= min_lr <= lr and lr > 0; got lr={self.lr}, min_lr={self.min_lr}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"label_smoothing must be in [0, 1); got {self.label_smoothing}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"ema_decay must be in [0, 1); got {self.ema_decay}")
+        if self.val_size < 0 or self.limit < 0 or self.warmup_epochs < 0:
+            raise ConfigError("val_size, limit and warmup_epochs cannot be negative")
+        if self.amp not in ("auto", "none", "bf16", "fp16"):
+            raise ConfigError(f"amp must be auto, none, bf16 or fp16; got {self.amp!r}")
+
+    @property
+    def run_path(self) -> Path:
+        return self.run_dir / self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        for key in ("data_dir", "run_dir", "output"):
+            data[key] = None if data[key] is None else str(data[key])
+        return data
+
+
+# The shipped model's recipe (see checkpoints/README.md): a conv stem on a 7x7 patch grid,
+# random affine augmentation, label smoothing and an EMA of the weights.
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "shipped": dict(
+        model=ViTConfig(stem="conv", dim=64, depth=6, heads=4, mlp_ratio=2.0, drop_path=0.05),
+        epochs=30,
+        batch_size=128,
+        lr=1.5e-3,
+        warmup_epochs=1.0,
+        label_smoothing=0.1,
+        ema_decay=0.999,
+        weight_decay=0.05,
+    ),
+}

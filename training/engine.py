@@ -1,0 +1,138 @@
+"""One training epoch and one evaluation pass, over in-memory uint8 MNIST tensors."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from model.factory import match_channels
+from training.augment import random_affine
+from training.config import AugmentConfig
+from training.data import Split, to_input
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    loss: float
+    accuracy: float
+    images: int
+    seconds: float
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / max(self.seconds, 1e-9)
+
+
+def batches(
+    n: int, batch_size: int, generator: torch.Generator | None, rank: int = 0, world: int = 1
+) -> Iterator[torch.Tensor]:
+    """Index batches over ``n`` items: shuffled if a generator is given, sharded across ranks.
+
+    Every rank draws the same permutation and takes an equal, disjoint share of it, so all ranks
+    run the same number of steps (DDP would hang otherwise).
+    """
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    per_rank = n // world if world > 1 else n
+    order = order[rank * per_rank : (rank + 1) * per_rank] if world > 1 else order
+    for start in range(0, per_rank, batch_size):
+        yield order[start : start + batch_size]
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[None]:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    data: Split,
+    optimizer: torch.optim.Optimizer,
+    step_hook: Callable[[], None],
+    *,
+    device: torch.device,
+    batch_size: int,
+    augment: AugmentConfig,
+    label_smoothing: float,
+    grad_clip: float,
+    generator: torch.Generator,
+    amp_dtype: torch.dtype | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    max_steps: int = 0,
+    rank: int = 0,
+    world: int = 1,
+    desc: str = "train",
+) -> EpochStats:
+    """One pass over ``data``; ``step_hook`` runs after every optimiser step (schedule, EMA)."""
+    model.train()
+    in_chans = _in_chans(model)
+    loss_sum, correct, seen, start = 0.0, 0, 0, time.perf_counter()
+    steps = (len(data) // world + batch_size - 1) // batch_size
+    if max_steps:
+        steps = min(steps, max_steps)
+    bar = tqdm(total=steps, desc=desc, disable=rank != 0, leave=False, dynamic_ncols=True)
+    for step, index in enumerate(batches(len(data), batch_size, generator, rank, world)):
+        if step == steps:
+            break
+        x = to_input(data.images[index], device)
+        y = data.labels[index].to(device, non_blocking=True)
+        if augment.enabled:
+            x = random_affine(x, augment, generator)
+        with autocast(device, amp_dtype):
+            logits = model(match_channels(x, in_chans))
+            loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
+        if grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        step_hook()
+        loss_sum += loss.item() * len(y)
+        correct += int((logits.argmax(1) == y).sum())
+        seen += len(y)
+        elapsed = time.perf_counter() - start
+        bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}", img_s=f"{seen / elapsed:.0f}")
+        bar.update()
+    bar.close()
+    return EpochStats(loss_sum / max(seen, 1), correct / max(seen, 1), seen, time.perf_counter() - start)
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, data: Split, device: torch.device, batch_size: int = 1000, desc: str = "eval"
+) -> torch.Tensor:
+    """Logits (N, classes) for every image of ``data``, in order, in eval mode."""
+    model.eval()
+    in_chans = _in_chans(model)
+    outputs = []
+    for index in tqdm(list(batches(len(data), batch_size, None)), desc=desc, leave=False, disable=len(data) < 5000):
+        x = match_channels(to_input(data.images[index], device), in_chans)
+        outputs.append(model(x).float().cpu())
+    return torch.cat(outputs) if outputs else torch.empty(0, 10)
+
+
+def accuracy(model: nn.Module, data: Split, device: torch.device) -> float:
+    """Top-1 accuracy of ``model`` on ``data``."""
+    logits = predict(model, data, device)
+    return float((logits.argmax(1) == data.labels).float().mean()) if len(data) else 0.0
+
+
+def _in_chans(model: nn.Module) -> int:
+    """Input channels of our ViT or timm's (DDP-wrapped or not): those of the first conv."""
+    first = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    return int(first.in_channels)

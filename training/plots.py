@@ -1,0 +1,57 @@
+"""Small PNG figures for reports (matplotlib, headless)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+
+def plot_confusion(matrix: Sequence[Sequence[int]], path: Path) -> None:
+    """Confusion matrix, log-scaled colours so the few errors are visible beside the diagonal."""
+    m = np.asarray(matrix)
+    fig, ax = plt.subplots(figsize=(4.2, 3.8), dpi=100)
+    ax.imshow(np.log1p(m), cmap="Blues")
+    for (i, j), v in np.ndenumerate(m):
+        if v:
+            ax.text(j, i, str(v), ha="center", va="center", fontsize=6, color="white" if i == j else "black")
+    ax.set(xlabel="predicted", ylabel="true", xticks=range(m.shape[1]), yticks=range(m.shape[0]))
+    ax.set_title("confusion matrix", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_digit_grid(images: np.ndarray, captions: Sequence[str], path: Path, cols: int = 8) -> None:
+    """A grid of 28x28 digits with a caption each (e.g. ``true→predicted``)."""
+    n = max(len(images), 1)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.9, rows * 1.05), dpi=100, squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k < len(images):
+            ax.imshow(images[k], cmap="gray")
+            ax.set_title(captions[k], fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_curves(records: Sequence[dict[str, float]], path: Path) -> None:
+    """Training loss and validation accuracy against epoch."""
+    epochs = [r["epoch"] for r in records]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(7, 2.8), dpi=100)
+    a.plot(epochs, [r["train_loss"] for r in records])
+    a.set(xlabel="epoch", ylabel="train loss")
+    b.plot(epochs, [100 * r["val_acc"] for r in records], label="validation")
+    b.set(xlabel="epoch", ylabel="accuracy %")
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

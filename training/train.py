@@ -1,0 +1,259 @@
+"""The training run: data, model, AdamW with warmup + cosine, EMA, validation, checkpoints."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import platform
+import shutil
+import subprocess
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from model.checkpoint import CheckpointMeta, Preprocessing, load_checkpoint, save_checkpoint
+from model.factory import build_model, count_parameters
+from training.config import TrainConfig
+from training.data import MEAN, STD, Split, dataset_checksum, load_split, prepare_root, train_val_split
+from training.distributed import DistInfo, barrier, init_distributed, shutdown
+from training.ema import ModelEma
+from training.engine import accuracy, train_one_epoch
+from training.state import ResumeState, load_state, save_state
+
+log = logging.getLogger(__name__)
+DRY_RUN_STEPS = 3
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present; ``cuda`` without a GPU is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but CUDA is not available")
+    return device
+
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype: mixed precision on CUDA only (bf16 where supported, else fp16)."""
+    if device.type != "cuda" or amp == "none":
+        return None
+    if amp == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def load_data(cfg: TrainConfig) -> tuple[Split, Split, Split, str]:
+    """Train, validation and test splits (limited if asked) and the dataset checksum."""
+    root = prepare_root(cfg.data_dir, download=cfg.download)
+    train, test = load_split(root, train=True), load_split(root, train=False)
+    if cfg.limit:
+        train = train.subset(torch.arange(min(cfg.limit, len(train))))
+        test = test.subset(torch.arange(min(max(cfg.limit // 5, 1), len(test))))
+    val_size = min(cfg.val_size, len(train) // 5) if cfg.limit else cfg.val_size
+    train, val = train_val_split(train, val_size, cfg.seed)
+    return train, val, test, dataset_checksum(root)
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup to ``lr``, then cosine decay to ``min_lr``, stepped per batch."""
+    total = max(cfg.epochs * steps_per_epoch, 1)
+    warmup = min(int(cfg.warmup_epochs * steps_per_epoch), total - 1)
+    floor = cfg.min_lr / cfg.lr
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def run(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
+    """Train as configured; returns the summary stored in the best checkpoint."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    dist_info = init_distributed(device)
+    if device.type == "cuda" and dist_info.enabled:
+        device = torch.device("cuda", dist_info.local_rank)
+    try:
+        return _run(cfg, device, dist_info, resume)
+    finally:
+        shutdown(dist_info)
+
+
+def _run(cfg: TrainConfig, device: torch.device, dist_info: DistInfo, resume: bool) -> dict[str, Any]:
+    torch.manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    train, val, test, checksum = load_data(cfg)
+    model = build_model(cfg.model).to(device)
+    ema = ModelEma(model, cfg.ema_decay) if cfg.ema_decay else None
+    trained: nn.Module = DistributedDataParallel(model) if dist_info.enabled else model
+    per_rank_batch = max(cfg.batch_size // dist_info.world_size, 1)
+    steps_per_epoch = math.ceil(len(train) // dist_info.world_size / per_rank_batch)
+    decay, no_decay = _param_groups(model)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+    )
+    scheduler = make_scheduler(optimizer, cfg, steps_per_epoch)
+    dtype = amp_dtype(cfg.amp, device)
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    run_path = cfg.run_path
+    position = ResumeState(epoch=0, step=0, best_val=-1.0, config=cfg.to_dict())
+    state_file = run_path / "last.state.safetensors"
+    if resume:
+        if not state_file.is_file():
+            raise FileNotFoundError(f"--resume: no saved state at {state_file}")
+        position = load_state(state_file, model, ema.module if ema else None, optimizer, scheduler, generator)
+        if ema:
+            ema.step = position.step
+        log.info("resumed %s at epoch %d (best val %.4f)", run_path, position.epoch + 1, position.best_val)
+    if dist_info.is_main:
+        run_path.mkdir(parents=True, exist_ok=True)
+        (run_path / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        log.info(
+            "training %s: %d params, %d train / %d val / %d test images, device %s, %d process(es)",
+            cfg.name,
+            count_parameters(model),
+            len(train),
+            len(val),
+            len(test),
+            device,
+            dist_info.world_size,
+        )
+
+    def after_step() -> None:
+        scheduler.step()
+        if ema is not None:
+            ema.update(model)
+
+    started = time.perf_counter()
+    best_path = run_path / "best.safetensors"
+    for epoch in range(position.epoch, cfg.epochs):
+        stats = train_one_epoch(
+            trained,
+            train,
+            optimizer,
+            after_step,
+            device=device,
+            batch_size=per_rank_batch,
+            augment=cfg.augment,
+            label_smoothing=cfg.label_smoothing,
+            grad_clip=cfg.grad_clip,
+            generator=generator,
+            amp_dtype=dtype,
+            scaler=scaler,
+            max_steps=DRY_RUN_STEPS if cfg.dry_run else 0,
+            rank=dist_info.rank,
+            world=dist_info.world_size,
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+        )
+        evaluated = ema.module if ema is not None else model
+        val_acc = accuracy(evaluated, val, device)
+        position.epoch, position.step = epoch + 1, position.step + stats.images // max(per_rank_batch, 1)
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": round(stats.loss, 5),
+            "train_acc": round(stats.accuracy, 5),
+            "val_acc": round(val_acc, 5),
+            "lr": scheduler.get_last_lr()[0],
+            "images_per_s": round(stats.images_per_s * dist_info.world_size, 1),
+            "epoch_s": round(stats.seconds, 2),
+            "elapsed_s": round(time.perf_counter() - started, 2),
+        }
+        if dist_info.is_main:
+            log.info("epoch %d: %s", epoch + 1, json.dumps(record))
+            with open(run_path / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+            if val_acc > position.best_val:
+                position.best_val = val_acc
+                meta = _meta(cfg, checksum, record, count_parameters(model))
+                save_checkpoint(best_path, evaluated, meta)
+            save_state(state_file, model, ema.module if ema else None, optimizer, scheduler, position, generator)
+        barrier(dist_info)
+        if cfg.dry_run:
+            break
+    summary: dict[str, Any] = {}
+    if dist_info.is_main:
+        summary = _finish(cfg, best_path, test, device, time.perf_counter() - started)
+    barrier(dist_info)
+    return summary
+
+
+def _finish(cfg: TrainConfig, best_path: Path, test: Split, device: torch.device, seconds: float) -> dict[str, Any]:
+    """Score the best checkpoint on the test set and record it (and the wall time) inside it."""
+    loaded = load_checkpoint(best_path, device=device)
+    test_acc = accuracy(loaded.model, test, device)
+    training = dict(
+        loaded.meta.training, test_accuracy=round(test_acc, 5), test_images=len(test), train_wall_s=round(seconds, 1)
+    )
+    meta = CheckpointMeta(loaded.meta.config, loaded.meta.preprocess, loaded.meta.labels, training)
+    save_checkpoint(best_path, loaded.model, meta)
+    if cfg.output is not None:
+        cfg.output.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(best_path, cfg.output)
+    log.info("test accuracy %.4f on %d images; best checkpoint %s", test_acc, len(test), cfg.output or best_path)
+    return training
+
+
+def _meta(cfg: TrainConfig, checksum: str, record: dict[str, Any], params: int) -> CheckpointMeta:
+    channels = cfg.model.in_chans
+    training = {
+        "run": cfg.name,
+        "epoch": record["epoch"],
+        "epochs": cfg.epochs,
+        "val_accuracy": record["val_acc"],
+        "seed": cfg.seed,
+        "limit": cfg.limit,
+        "dataset_sha256": checksum,
+        "parameters": params,
+        "git_commit": _git_commit(),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "versions": _versions(),
+        "recipe": cfg.to_dict(),
+    }
+    return CheckpointMeta(
+        config=cfg.model, preprocess=Preprocessing(28, (MEAN,) * channels, (STD,) * channels), training=training
+    )
+
+
+def _param_groups(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """Weight decay on matrices and conv kernels only; not on biases, norms, tokens, positions."""
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 and p.shape[0] != 1 else no_decay).append(p)
+    return decay, no_decay
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False)
+    except OSError:
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def _versions() -> dict[str, str]:
+    import safetensors
+
+    versions = {"python": platform.python_version(), "torch": torch.__version__, "safetensors": safetensors.__version__}
+    try:
+        import timm
+
+        versions["timm"] = timm.__version__
+    except ImportError:
+        pass
+    return versions

@@ -1,0 +1,1 @@
+"""vit-digits prediction service (FastAPI). Build the app with :func:`app.main.create_app`."""

@@ -1,0 +1,68 @@
+"""From uploaded bytes to a model answer: preprocessing off the loop, batched inference."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TypeVar
+
+from starlette.concurrency import run_in_threadpool
+
+from app.batcher import MicroBatcher, QueueFullError
+from app.errors import ApiError
+from app.registry import ServedModel
+from app.schemas import PredictionOut, TopK
+from app.settings import Settings
+from model.preprocess import ImageError, Prepared, prepare_bytes
+
+R = TypeVar("R")
+_STATUS = {"empty_image": 400, "invalid_image": 400, "unsupported_format": 415, "image_too_large": 413, "no_digit": 422}
+
+
+def as_api_error(exc: ImageError) -> ApiError:
+    return ApiError(_STATUS.get(exc.code, 400), exc.code, str(exc))
+
+
+async def preprocess(data: bytes, served: ServedModel, settings: Settings) -> Prepared:
+    """Decode and normalise in a worker thread; image problems become 4xx errors."""
+    pre = served.checkpoint.meta.preprocess
+    try:
+        return await run_in_threadpool(
+            prepare_bytes, data, pre.mean, pre.std, pre.image_size, settings.max_image_pixels
+        )
+    except ImageError as exc:
+        raise as_api_error(exc) from exc
+
+
+async def infer(batcher: MicroBatcher[R], prepared: Prepared, settings: Settings) -> R:
+    """Queue one input on ``batcher``; back-pressure is 503 + Retry-After, a late answer 504."""
+    try:
+        return await batcher.submit(prepared.tensor, settings.request_timeout_s)
+    except QueueFullError as exc:
+        raise ApiError(
+            503, "queue_full", f"the server is at capacity ({exc}); retry shortly", headers={"Retry-After": "1"}
+        ) from exc
+    except TimeoutError as exc:
+        raise ApiError(
+            504, "inference_timeout", f"inference did not finish within {settings.request_timeout_s} s"
+        ) from exc
+    except asyncio.CancelledError:
+        raise
+
+
+def prediction(
+    probs: list[float], served: ServedModel, prepared: Prepared, top_k: int, latency_ms: float
+) -> PredictionOut:
+    labels = served.checkpoint.meta.labels
+    order = sorted(range(len(probs)), key=probs.__getitem__, reverse=True)
+    best = order[0]
+    return PredictionOut(
+        digit=best,
+        label=labels[best],
+        confidence=round(probs[best], 6),
+        probabilities=[round(p, 6) for p in probs],
+        top_k=[TopK(label=labels[i], probability=round(probs[i], 6)) for i in order[:top_k]],
+        inverted=prepared.inverted,
+        model_id=served.id,
+        sha256=served.checkpoint.sha256,
+        latency_ms=round(latency_ms, 3),
+    )

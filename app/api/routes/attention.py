@@ -1,0 +1,66 @@
+"""POST /v1/attention: the prediction with attention maps, as JSON or a heatmap PNG."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from app.api.images import infer, prediction, preprocess
+from app.api.routes.predict import SINGLE_IMAGE_BODY, TopKQuery
+from app.deps import ModelDep, SettingsDep
+from app.errors import ERROR_RESPONSES
+from app.render import heatmap_png
+from app.schemas import AttentionOut, LayerAttention
+from app.uploads import read_single_image
+
+router = APIRouter(tags=["attention"])
+
+PNG_RESPONSE: dict[int | str, dict[str, object]] = {
+    200: {"content": {"image/png": {}}, "description": "JSON by default; with ?format=png a heatmap image"}
+}
+
+
+def _rounded(grid: list[list[float]]) -> list[list[float]]:
+    return [[round(v, 5) for v in row] for row in grid]
+
+
+@router.post(
+    "/attention", response_model=AttentionOut, responses=ERROR_RESPONSES | PNG_RESPONSE, openapi_extra=SINGLE_IMAGE_BODY
+)
+async def attention(
+    request: Request,
+    served: ModelDep,
+    settings: SettingsDep,
+    top_k: TopKQuery = 3,
+    layers: Annotated[Literal["none", "all"], Query(description="`all` adds every layer's and head's map")] = "none",
+    format: Annotated[Literal["json", "png"], Query(description="`png`: heatmap over the digit")] = "json",
+    map: Annotated[Literal["rollout", "cls"], Query(description="which map the PNG shows")] = "rollout",
+) -> AttentionOut | Response:
+    """Classify one digit and show where the model looked: attention rollout and CLS attention."""
+    start = time.perf_counter()
+    prepared = await preprocess(await read_single_image(request), served, settings)
+    result = await infer(served.attention, prepared, settings)
+    if format == "png":
+        heat = result.rollout if map == "rollout" else result.cls_attention
+        png = await run_in_threadpool(heatmap_png, prepared.pixels, heat.numpy())
+        return Response(png, media_type="image/png")
+    base = prediction(result.probabilities, served, prepared, top_k, 0.0)
+    per_layer = None
+    if layers == "all":
+        per_layer = [
+            LayerAttention(layer=i, heads=[_rounded(h.tolist()) for h in heads])
+            for i, heads in enumerate(result.layers)
+        ]
+    out = AttentionOut(
+        **base.model_dump(exclude={"latency_ms"}),
+        grid=int(result.rollout.shape[-1]),
+        input=_rounded(prepared.pixels.tolist()),
+        rollout=_rounded(result.rollout.tolist()),
+        cls_attention=_rounded(result.cls_attention.tolist()),
+        layers=per_layer,
+        latency_ms=round((time.perf_counter() - start) * 1000, 3),
+    )
+    return out

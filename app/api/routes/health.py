@@ -1,0 +1,31 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from app.errors import error_response
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is up (it may still be loading models)."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"description": "not ready yet, or the models failed to load"}})
+async def readyz(request: Request) -> Response:
+    """200 once every model is loaded and warmed up; 503 with the reason before that."""
+    state = request.app.state
+    if state.registry is None:
+        return error_response(503, "not_ready", state.status, headers={"Retry-After": "2"})
+    return Response('{"status":"ready"}', media_type="application/json")
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    """Prometheus exposition: requests, latency, batch sizes, queue depth, inference time."""
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,72 @@
+"""One JSON error shape for the whole API: ``{"error": {"code", "message", "request_id"}}``."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.logs import request_id_var
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error a client can act on: HTTP status, machine-readable code, human message."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers
+
+
+def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
+    return {"error": {"code": code, "message": message, "request_id": request_id_var.get()}}
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error_body(code, message), status_code=status, headers=headers)
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    status: {
+        "description": text,
+        "content": {"application/json": {"example": {"error": {"code": code, "message": text, "request_id": "3f2a…"}}}},
+    }
+    for status, code, text in [
+        (400, "invalid_image", "the image data is truncated or corrupt"),
+        (401, "unauthorized", "missing or wrong X-API-Key header"),
+        (404, "model_not_found", "no model 'x'; loaded: vit-digits"),
+        (413, "payload_too_large", "the request body exceeds 5000000 bytes"),
+        (415, "unsupported_media_type", "send multipart/form-data or an image/* body"),
+        (422, "no_digit", "no digit found: the image is blank or has no contrast"),
+        (503, "queue_full", "the server is at capacity; retry after the Retry-After seconds"),
+        (504, "inference_timeout", "inference did not finish within 10 s"),
+    ]
+}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error leaves as the one JSON shape; nothing leaks a stack trace."""
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return error_response(422, "invalid_request", f"{where}: {first.get('msg', 'invalid request')}")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return error_response(500, "internal_error", "an unexpected error occurred; it has been logged")

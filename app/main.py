@@ -1,0 +1,78 @@
+"""The FastAPI application: settings, lifespan model loading, middleware, routes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from app.api.routes import attention, health, models, page, predict
+from app.deps import require_api_key
+from app.errors import install_error_handlers
+from app.metrics import Metrics
+from app.middleware import RequestContextMiddleware
+from app.registry import build_registry, load_models
+from app.settings import Settings
+from app.uploads import BodyLimitMiddleware
+
+log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Load and warm up the models in the background: /healthz answers at once, /readyz once done."""
+    state = app.state
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+
+    async def load() -> None:
+        try:
+            loaded = await asyncio.get_running_loop().run_in_executor(executor, load_models, state.settings)
+            state.registry = build_registry(loaded, state.settings, state.metrics, executor)
+            state.status = "ready"
+        except Exception as exc:  # reported by /readyz, which keeps the service out of rotation
+            log.exception("model loading failed")
+            state.status = f"model loading failed: {exc}"
+
+    task = asyncio.create_task(load())
+    yield
+    task.cancel()
+    if state.registry is not None:
+        await state.registry.stop()
+    executor.shutdown(wait=False, cancel_futures=True)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; models load when its lifespan starts, never at import."""
+    app = FastAPI(
+        title="vit-digits",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Handwritten digit classification with a Vision Transformer, with attention maps.",
+    )
+    app.state.settings = settings or Settings()
+    app.state.metrics = Metrics()
+    app.state.registry = None
+    app.state.status = "loading models"
+    install_error_handlers(app)
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
+    for module in (predict, attention, models):
+        v1.include_router(module.router)
+    app.include_router(v1)
+    app.include_router(health.router)
+    app.include_router(page.router)
+    if app.state.settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=app.state.settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["*"],
+            expose_headers=["X-Request-ID"],
+        )
+    app.add_middleware(BodyLimitMiddleware, limit=app.state.settings.max_upload_bytes)
+    app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
+    return app

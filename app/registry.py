@@ -1,0 +1,158 @@
+"""The models the service serves: loaded once, warmed up, each with its own batchers."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from app.batcher import MicroBatcher
+from app.inference import AttentionResult, Prediction, attention_fn, predict_fn
+from app.metrics import Metrics
+from app.settings import Settings
+from model.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint
+from model.factory import count_parameters
+
+log = logging.getLogger(__name__)
+
+
+class NoModelsError(RuntimeError):
+    """Nothing to serve: no checkpoint found where the settings point."""
+
+
+@dataclass
+class ServedModel:
+    """One loaded checkpoint with its predict and attention batchers."""
+
+    id: str
+    checkpoint: LoadedCheckpoint
+    device: torch.device
+    dtype: torch.dtype
+    predict: MicroBatcher[Prediction]
+    attention: MicroBatcher[AttentionResult]
+
+    def info(self, default: bool) -> dict[str, Any]:
+        meta = self.checkpoint.meta
+        config = meta.config
+        return {
+            "id": self.id,
+            "default": default,
+            "architecture": "timm VisionTransformer" if config.impl == "timm" else "vit-digits ViT",
+            "config": config.to_dict(),
+            "parameters": count_parameters(self.checkpoint.model),
+            "patch_grid": config.grid_size,
+            "labels": list(meta.labels),
+            "test_accuracy": meta.training.get("test_accuracy"),
+            "trained_at": meta.training.get("created"),
+            "sha256": self.checkpoint.sha256,
+            "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."),
+        }
+
+
+@dataclass
+class Registry:
+    """All served models by id, and which one answers when a request names none."""
+
+    models: dict[str, ServedModel] = field(default_factory=dict)
+    default_id: str = ""
+
+    def get(self, model_id: str | None) -> ServedModel | None:
+        return self.models.get(model_id or self.default_id)
+
+    async def stop(self) -> None:
+        for served in self.models.values():
+            await served.predict.stop()
+            await served.attention.stop()
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"VIT_DIGITS_DEVICE={name} but CUDA is not available on this machine")
+    return device
+
+
+def checkpoint_files(paths: list[Path]) -> list[Path]:
+    """The checkpoint files named directly or found (``*.safetensors``) in the named folders."""
+    files: list[Path] = []
+    for path in paths:
+        files += sorted(path.glob("*.safetensors")) if path.is_dir() else [path]
+    if not files:
+        raise NoModelsError(f"no *.safetensors checkpoint in {', '.join(map(str, paths))}")
+    return files
+
+
+def load_models(settings: Settings) -> list[tuple[str, LoadedCheckpoint, torch.device, torch.dtype]]:
+    """Load and warm up every checkpoint (blocking; run it off the event loop)."""
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    device = resolve_device(settings.device)
+    dtype = torch.float16 if settings.half and device.type == "cuda" else torch.float32
+    loaded = []
+    for path in checkpoint_files(settings.checkpoints):
+        try:
+            ckpt = load_checkpoint(path, device=device)
+        except CheckpointError:
+            raise
+        ckpt.model.to(dtype)
+        _warm_up(ckpt, device, dtype, settings.max_batch_size)
+        log.info("loaded model", extra={"model": path.stem, "device": str(device), "sha256": ckpt.sha256})
+        loaded.append((path.stem, ckpt, device, dtype))
+    return loaded
+
+
+def build_registry(
+    loaded: list[tuple[str, LoadedCheckpoint, torch.device, torch.dtype]],
+    settings: Settings,
+    metrics: Metrics,
+    executor: ThreadPoolExecutor,
+) -> Registry:
+    """Wrap loaded checkpoints in batchers (on the running event loop) and pick the default."""
+    registry = Registry()
+    for model_id, ckpt, device, dtype in loaded:
+        common: dict[str, Any] = dict(
+            max_wait_s=settings.max_wait_ms / 1000, queue_size=settings.queue_size, executor=executor, metrics=metrics
+        )
+        served = ServedModel(
+            id=model_id,
+            checkpoint=ckpt,
+            device=device,
+            dtype=dtype,
+            predict=MicroBatcher(
+                predict_fn(ckpt, device, dtype),
+                max_batch=settings.max_batch_size,
+                labels={"model": model_id, "kind": "predict"},
+                **common,
+            ),
+            attention=MicroBatcher(
+                attention_fn(ckpt, device, dtype),
+                max_batch=max(settings.max_batch_size // 4, 1),
+                labels={"model": model_id, "kind": "attention"},
+                **common,
+            ),
+        )
+        served.predict.start()
+        served.attention.start()
+        registry.models[model_id] = served
+    default = settings.default_model or next(iter(registry.models))
+    if default not in registry.models:
+        raise NoModelsError(f"default model {default!r} is not among the loaded: {', '.join(registry.models)}")
+    registry.default_id = default
+    return registry
+
+
+@torch.inference_mode()
+def _warm_up(ckpt: LoadedCheckpoint, device: torch.device, dtype: torch.dtype, max_batch: int) -> None:
+    """Run both paths at a few batch sizes so the first requests do not pay for allocation."""
+    pre = ckpt.meta.preprocess
+    for batch in sorted({1, max(max_batch // 4, 1), max_batch}):
+        x = torch.zeros(batch, ckpt.meta.config.in_chans, pre.image_size, pre.image_size, device=device, dtype=dtype)
+        predict_fn(ckpt, device, dtype)(x)
+        attention_fn(ckpt, device, dtype)(x[:1])

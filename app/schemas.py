@@ -1,0 +1,75 @@
+"""Response models: they define the OpenAPI schema at /docs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class TopK(BaseModel):
+    label: str
+    probability: float
+
+
+class PredictionOut(BaseModel):
+    digit: int = Field(description="the predicted digit (index of the most probable class)", examples=[7])
+    label: str = Field(examples=["7"])
+    confidence: float = Field(description="probability of the predicted digit", examples=[0.998])
+    probabilities: list[float] = Field(description="all ten class probabilities, in label order")
+    top_k: list[TopK]
+    inverted: bool = Field(description="the image was dark ink on light paper and was inverted")
+    model_id: str = Field(examples=["vit-digits"])
+    sha256: str = Field(description="sha256 of the checkpoint file that answered")
+    latency_ms: float = Field(description="server-side time for this request")
+
+
+class BatchItemError(BaseModel):
+    code: str
+    message: str
+
+
+class BatchItemOut(BaseModel):
+    index: int
+    filename: str
+    prediction: PredictionOut | None = None
+    error: BatchItemError | None = None
+
+
+class BatchOut(BaseModel):
+    results: list[BatchItemOut]
+    model_id: str
+    latency_ms: float
+
+
+class LayerAttention(BaseModel):
+    layer: int
+    heads: list[list[list[float]]] = Field(description="per head: class-token attention on the patch grid")
+
+
+class AttentionOut(PredictionOut):
+    grid: int = Field(description="patches per side of the image", examples=[7])
+    input: list[list[float]] = Field(description="the 28x28 digit the model saw, 0 (black) to 1 (white)")
+    rollout: list[list[float]] = Field(description="attention rollout over the patch grid, sums to 1")
+    cls_attention: list[list[float]] = Field(description="last layer's class-token attention, head mean")
+    layers: list[LayerAttention] | None = Field(None, description="every layer and head, with ?layers=all")
+
+
+class ModelOut(BaseModel):
+    id: str
+    default: bool
+    architecture: str
+    config: dict[str, Any]
+    parameters: int
+    patch_grid: int
+    labels: list[str]
+    test_accuracy: float | None
+    trained_at: str | None
+    sha256: str
+    device: str
+    dtype: str
+
+
+class ModelsOut(BaseModel):
+    models: list[ModelOut]
+    default: str

@@ -1,0 +1,48 @@
+"""Service settings: one pydantic-settings class, read from ``VIT_DIGITS_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Every setting of the service; the README lists them with their environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="VIT_DIGITS_", env_file=".env", extra="ignore")
+
+    checkpoints: Annotated[list[Path], NoDecode] = Field(
+        default_factory=lambda: [ROOT / "checkpoints"],
+        description="checkpoint files and/or folders of *.safetensors to serve (comma-separated)",
+    )
+    default_model: str | None = Field(None, description="id (file stem) of the default model; first if unset")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    half: bool = Field(False, description="fp16 weights and inputs on CUDA (ignored on CPU)")
+    torch_threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = torch's default")
+    max_batch_size: int = Field(32, ge=1, le=1024, description="most images in one forward pass")
+    max_wait_ms: float = Field(2.0, ge=0, le=1000, description="how long a batch waits to fill up")
+    queue_size: int = Field(512, ge=1, description="queued images before 503 + Retry-After")
+    request_timeout_s: float = Field(10.0, gt=0, description="per-request inference deadline (504 after)")
+    max_upload_bytes: int = Field(5_000_000, ge=1, description="request body cap, enforced as it streams in")
+    max_image_pixels: int = Field(25_000_000, ge=1, description="decoded image size cap (width x height)")
+    max_batch_files: int = Field(64, ge=1, description="most images in one /v1/predict/batch request")
+    api_key: str | None = Field(None, description="if set, /v1/* requires this X-API-Key header")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="allowed CORS origins (comma-separated; * for any)"
+    )
+    host: str = Field("127.0.0.1", description="bind address for `python -m app`")
+    port: int = Field(8000, ge=1, le=65535, description="port for `python -m app`")
+    workers: int = Field(1, ge=1, description="uvicorn worker processes (each loads the models)")
+    log_level: str = Field("info", description="debug | info | warning | error")
+
+    @field_validator("checkpoints", "cors_origins", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value

@@ -1,0 +1,123 @@
+"""Getting image bytes out of requests, with the body size capped while it streams in."""
+
+from __future__ import annotations
+
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import ApiError, error_body
+
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/bmp", "image/webp", "image/tiff")
+
+
+class BodyTooLargeError(ApiError):
+    def __init__(self, limit: int):
+        super().__init__(413, "payload_too_large", f"the request body exceeds the limit of {limit} bytes")
+
+
+class BodyLimitMiddleware:
+    """413 for bodies over ``limit`` bytes: by Content-Length up front, else counted as it arrives.
+
+    A client that lies about (or omits) Content-Length is cut off as soon as the bytes received
+    pass the limit, so memory use stays bounded whatever it sends.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await _send_json(
+                send, 413, error_body("payload_too_large", f"the request body exceeds the limit of {self.limit} bytes")
+            )
+            return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise BodyTooLargeError(self.limit)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except BodyTooLargeError as exc:  # raised where no handler could turn it into a response
+            if not started:
+                await _send_json(send, 413, error_body(exc.code, exc.message))
+
+
+async def _send_json(send: Send, status: int, body: object) -> None:
+    import json
+
+    payload = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def read_single_image(request: Request) -> bytes:
+    """The image of a single-image request: multipart field ``file`` or a raw image body."""
+    media = _media_type(request)
+    if media == "multipart/form-data":
+        form = await request.form(max_files=1, max_fields=8)
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise ApiError(422, "missing_file", "multipart request without a 'file' field holding an image")
+        return await upload.read()
+    if media.startswith("image/"):
+        if media not in IMAGE_TYPES:
+            raise ApiError(
+                415, "unsupported_media_type", f"{media} is not accepted; send one of {', '.join(IMAGE_TYPES)}"
+            )
+        return await request.body()
+    raise ApiError(
+        415,
+        "unsupported_media_type",
+        f"content type {media or '(none)'} is not accepted: send multipart/form-data with a 'file' field, "
+        f"or the image itself with an image/* content type",
+    )
+
+
+async def read_batch_images(request: Request, max_files: int) -> list[tuple[str, bytes]]:
+    """(filename, bytes) of every ``files`` field of a multipart batch request, in order."""
+    if _media_type(request) != "multipart/form-data":
+        raise ApiError(415, "unsupported_media_type", "send the images as multipart/form-data fields named 'files'")
+    try:
+        form = await request.form(max_files=max_files, max_fields=max_files + 8)
+    except Exception as exc:  # starlette raises a 400 HTTPException with its reason for too many parts
+        if getattr(exc, "status_code", None) == 400:
+            raise ApiError(413, "too_many_files", f"at most {max_files} files per batch request") from exc
+        raise
+    uploads = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
+    if not uploads:
+        raise ApiError(422, "missing_file", "multipart request without any 'files' field holding an image")
+    if len(uploads) > max_files:
+        raise ApiError(413, "too_many_files", f"{len(uploads)} files; at most {max_files} per batch request")
+    return [(u.filename or f"file{i}", await u.read()) for i, u in enumerate(uploads)]

@@ -1,0 +1,101 @@
+"""App fixtures: the app in-process (httpx TestClient, lifespan run) and a real uvicorn server."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from app.main import create_app
+from app.settings import Settings
+from tests.conftest import ROOT
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def digit_png(mnist_root) -> bytes:
+    from training.data import load_split
+
+    return png_bytes(load_split(mnist_root, train=False).images[0].numpy())
+
+
+def wait_ready(get: Callable[[str], httpx.Response], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if get("/readyz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError("the service did not become ready")
+
+
+@pytest.fixture
+def make_client(tiny_checkpoint: Path) -> Iterator[Callable[..., TestClient]]:
+    """Factory: a started app with settings overrides (default: the tiny checkpoint)."""
+    clients: list[TestClient] = []
+
+    def make(**overrides: object) -> TestClient:
+        settings = Settings(**{"checkpoints": [tiny_checkpoint], **overrides})  # type: ignore[arg-type]
+        client = TestClient(create_app(settings), raise_server_exceptions=False)
+        client.__enter__()
+        clients.append(client)
+        if overrides.get("_no_wait") is None:
+            wait_ready(client.get)
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client: Callable[..., TestClient]) -> TestClient:
+    return make_client()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def live_server(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``python -m app`` process on loopback, serving the tiny checkpoint."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    env = dict(
+        os.environ,
+        VIT_DIGITS_CHECKPOINTS=str(tiny_checkpoint),
+        VIT_DIGITS_PORT=str(port),
+        VIT_DIGITS_HOST="127.0.0.1",
+        VIT_DIGITS_MAX_UPLOAD_BYTES="200000",
+        PYTHONPATH=str(ROOT),
+    )
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(lambda path: httpx.get(base + path, timeout=2))
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

@@ -1,0 +1,51 @@
+"""Against a real uvicorn process on loopback."""
+
+import asyncio
+import re
+
+import httpx
+import numpy as np
+
+from tests.app.conftest import png_bytes
+
+PNG = {"content-type": "image/png"}
+
+
+def test_live_concurrent_requests_are_batched_and_all_correct(live_server, digit_png):
+    expected = httpx.post(f"{live_server}/v1/predict", content=digit_png, headers=PNG).json()["probabilities"]
+    blank = png_bytes(np.zeros((20, 20), np.uint8))
+
+    async def main():
+        async with httpx.AsyncClient(
+            base_url=live_server, timeout=30, limits=httpx.Limits(max_connections=64)
+        ) as client:
+            good = [client.post("/v1/predict", content=digit_png, headers=PNG) for _ in range(96)]
+            bad = [client.post("/v1/predict", content=b"junk", headers=PNG) for _ in range(8)]
+            bad += [client.post("/v1/predict", content=blank, headers=PNG) for _ in range(8)]
+            return await asyncio.gather(*good), await asyncio.gather(*bad)
+
+    good, bad = asyncio.run(main())
+    assert [r.status_code for r in good] == [200] * 96
+    assert all(r.json()["probabilities"] == expected for r in good)
+    assert sorted({r.status_code for r in bad}) == [415, 422]
+    metrics = httpx.get(f"{live_server}/metrics").text
+    buckets = dict(
+        re.findall(r'vit_digits_batch_size_bucket\{kind="predict",le="([\d.]+)",model="tiny"\} ([\d.]+)', metrics)
+    )
+    count = float(re.search(r'vit_digits_batch_size_count\{kind="predict",model="tiny"\} ([\d.]+)', metrics).group(1))
+    assert float(buckets["1.0"]) < count, "no batch held more than one image"
+
+
+def test_live_streamed_body_over_the_limit_is_cut_off(live_server, digit_png):
+    def chunks():
+        for _ in range(100):
+            yield b"\x89PNG" + b"\0" * 10_000  # 1 MB in chunks, no Content-Length; the limit is 200 kB
+
+    r = httpx.post(f"{live_server}/v1/predict", content=chunks(), headers=PNG, timeout=30)
+    assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
+    assert httpx.post(f"{live_server}/v1/predict", content=digit_png, headers=PNG).status_code == 200
+
+
+def test_live_healthz_readyz_and_json_logs(live_server):
+    assert httpx.get(f"{live_server}/healthz").json() == {"status": "ok"}
+    assert httpx.get(f"{live_server}/readyz").json() == {"status": "ready"}

@@ -1,0 +1,117 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from model.checkpoint import file_sha256
+from tests.app.conftest import png_bytes
+
+PNG = {"content-type": "image/png"}
+
+
+def _assert_error(response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"} and body["error"]["code"] == code
+    assert body["error"]["message"] and body["error"]["request_id"]
+    return body["error"]
+
+
+def test_predict_raw_body_and_multipart_agree(client, digit_png, tiny_checkpoint):
+    raw = client.post("/v1/predict", content=digit_png, headers=PNG)
+    form = client.post("/v1/predict", files={"file": ("seven.png", digit_png, "image/png")})
+    assert raw.status_code == form.status_code == 200
+    a, b = raw.json(), form.json()
+    assert a["probabilities"] == b["probabilities"]
+    assert a["digit"] == int(np.argmax(a["probabilities"])) and a["label"] == str(a["digit"])
+    assert abs(sum(a["probabilities"]) - 1) < 1e-4 and len(a["probabilities"]) == 10
+    assert a["sha256"] == file_sha256(tiny_checkpoint) and a["model_id"] == "tiny"
+    assert len(a["top_k"]) == 3 and a["top_k"][0]["probability"] == a["confidence"]
+    assert a["latency_ms"] > 0
+
+
+def test_predict_top_k_and_request_id(client, digit_png):
+    r = client.post("/v1/predict?top_k=10", content=digit_png, headers={**PNG, "X-Request-ID": "abc-123"})
+    assert len(r.json()["top_k"]) == 10
+    assert r.headers["x-request-id"] == "abc-123"
+    assert client.get("/healthz").headers["x-request-id"]
+
+
+def test_predict_jpeg_dark_on_white_is_inverted(client):
+    canvas = np.full((200, 200), 250, np.uint8)
+    canvas[40:160, 95:105] = 5
+    buf = io.BytesIO()
+    Image.fromarray(canvas).save(buf, "JPEG")
+    r = client.post("/v1/predict", content=buf.getvalue(), headers={"content-type": "image/jpeg"})
+    assert r.status_code == 200 and r.json()["inverted"] is True
+
+
+@pytest.mark.parametrize(
+    ("content", "headers", "status", "code"),
+    [
+        (b"", PNG, 400, "empty_image"),
+        (b"definitely not a png", PNG, 415, "unsupported_format"),
+        (b"x", {"content-type": "text/plain"}, 415, "unsupported_media_type"),
+        (b"x", {"content-type": "image/svg+xml"}, 415, "unsupported_media_type"),
+        (
+            png_bytes(np.random.default_rng(1).integers(0, 255, (64, 64), dtype=np.uint8))[:900],
+            PNG,
+            400,
+            "invalid_image",
+        ),
+        (png_bytes(np.full((40, 40), 255, np.uint8)), PNG, 422, "no_digit"),
+    ],
+)
+def test_predict_bad_images_get_clear_4xx(client, content, headers, status, code):
+    _assert_error(client.post("/v1/predict", content=content, headers=headers), status, code)
+
+
+def test_predict_multipart_without_file_field(client):
+    _assert_error(client.post("/v1/predict", data={"other": "x"}, files={"nope": ("a.txt", b"x")}), 422, "missing_file")
+
+
+def test_predict_pixel_cap_rejects_decompression_bombs(make_client):
+    client = make_client(max_image_pixels=1_000_000)
+    bomb = png_bytes(np.zeros((2000, 1000), np.uint8))  # 2 MP, a few kB on the wire
+    assert len(bomb) < 20_000
+    _assert_error(client.post("/v1/predict", content=bomb, headers=PNG), 413, "image_too_large")
+
+
+def test_predict_body_over_limit_by_content_length(make_client, digit_png):
+    client = make_client(max_upload_bytes=1000)
+    _assert_error(client.post("/v1/predict", content=b"\x89PNG" + b"0" * 5000, headers=PNG), 413, "payload_too_large")
+    assert client.post("/v1/predict", content=digit_png, headers=PNG).status_code == 200
+
+
+def test_predict_unknown_model_and_bad_query(client, digit_png):
+    err = _assert_error(client.post("/v1/predict?model=nope", content=digit_png, headers=PNG), 404, "model_not_found")
+    assert "tiny" in err["message"]
+    _assert_error(client.post("/v1/predict?top_k=11", content=digit_png, headers=PNG), 422, "invalid_request")
+    _assert_error(client.get("/v1/predict"), 405, "method_not_allowed")
+    _assert_error(client.get("/nowhere"), 404, "not_found")
+
+
+def test_batch_keeps_order_and_isolates_bad_images(client, digit_png):
+    files = [
+        ("files", ("a.png", digit_png, "image/png")),
+        ("files", ("bad.png", b"junk", "image/png")),
+        ("files", ("blank.png", png_bytes(np.zeros((30, 30), np.uint8)), "image/png")),
+        ("files", ("c.png", digit_png, "image/png")),
+    ]
+    r = client.post("/v1/predict/batch", files=files)
+    assert r.status_code == 200
+    results = r.json()["results"]
+    assert [x["index"] for x in results] == [0, 1, 2, 3]
+    assert [x["filename"] for x in results] == ["a.png", "bad.png", "blank.png", "c.png"]
+    assert results[0]["prediction"]["probabilities"] == results[3]["prediction"]["probabilities"]
+    assert results[1]["error"]["code"] == "unsupported_format" and results[1]["prediction"] is None
+    assert results[2]["error"]["code"] == "no_digit"
+
+
+def test_batch_limits_and_media_type(make_client, digit_png):
+    client = make_client(max_batch_files=2)
+    files = [("files", (f"{i}.png", digit_png, "image/png")) for i in range(3)]
+    _assert_error(client.post("/v1/predict/batch", files=files), 413, "too_many_files")
+    _assert_error(client.post("/v1/predict/batch", content=digit_png, headers=PNG), 415, "unsupported_media_type")
+    _assert_error(client.post("/v1/predict/batch", data={"x": "1"}, files={"y": ("a", b"1")}), 422, "missing_file")

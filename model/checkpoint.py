@@ -97,6 +97,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: CheckpointMeta) ->
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a model file is for other users too
         os.replace(tmp, path)  # readers never see a half-written checkpoint
     finally:
         if os.path.exists(tmp):
@@ -140,9 +141,17 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _read_payload(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    if not os.access(path, os.R_OK):
+        raise CheckpointError(f"{path}: permission denied (the serving user cannot read it)")
     try:
         with safe_open(str(path), framework="pt") as fh:
             metadata = fh.metadata() or {}

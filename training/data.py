@@ -47,8 +47,8 @@ def prepare_root(data_dir: Path, download: bool = False, cache_dir: Path | None 
 
     ``data_dir`` may already be such a root (``MNIST/raw`` with extracted files), or hold the four
     original ``.gz`` files (in itself, ``raw/`` or ``MNIST/raw/``): those are extracted into
-    ``cache_dir`` (default ``.cache/mnist``), never next to the source, which may be read-only or
-    shared. With ``download``, torchvision fetches the files into ``data_dir``.
+    ``cache_dir`` (default: a folder under ``.cache/mnist`` named for the source), never next to
+    the source, which may be read-only or shared. With ``download``, torchvision fetches the files into ``data_dir``.
     """
     if all((data_dir / "MNIST" / "raw" / name).is_file() for name in RAW_FILES):
         return data_dir
@@ -65,7 +65,8 @@ def prepare_root(data_dir: Path, download: bool = False, cache_dir: Path | None 
             f"MNIST not found under {data_dir}: expected {wanted} in it, in raw/ or in MNIST/raw/ "
             f"(or pass --download to fetch them)"
         )
-    root = cache_dir or DEFAULT_CACHE
+    # one cache folder per source folder: two sources never overwrite each other's files
+    root = cache_dir or DEFAULT_CACHE / hashlib.sha256(str(gz_dir.resolve()).encode()).hexdigest()[:16]
     raw = root / "MNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     for name in RAW_FILES:
@@ -116,7 +117,11 @@ def _find_gz_dir(data_dir: Path) -> Path | None:
 
 
 def _extract(src: Path, dst: Path) -> None:
-    if dst.is_file() and dst.stat().st_mtime >= src.stat().st_mtime:
+    """Extract ``src`` to ``dst`` unless ``dst`` was extracted from this very file already."""
+    info = src.stat()
+    source = f"{src.resolve()} {info.st_size} {info.st_mtime_ns}"
+    stamp = dst.with_name(dst.name + ".source")
+    if dst.is_file() and stamp.is_file() and stamp.read_text() == source:
         return
     log.info("extracting %s -> %s", src, dst)
     tmp = dst.with_name(f"{dst.name}.{os.getpid()}.part")  # distributed ranks may extract at once
@@ -126,3 +131,4 @@ def _extract(src: Path, dst: Path) -> None:
     except (OSError, EOFError) as exc:
         raise DataError(f"cannot extract {src}: {exc}") from exc
     tmp.replace(dst)
+    stamp.write_text(source)

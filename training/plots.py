@@ -55,3 +55,17 @@ def plot_curves(records: Sequence[dict[str, float]], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def plot_bars(labels: Sequence[str], values: Sequence[float], ylabel: str, path: Path) -> None:
+    """One bar per variant, its value written on it."""
+    fig, ax = plt.subplots(figsize=(max(3.0, 0.9 * len(labels) + 1), 2.8), dpi=100)
+    bars = ax.bar(range(len(values)), values, color="#0b57d0")
+    ax.bar_label(bars, fmt="%.4g", fontsize=7)
+    ax.set_xticks(range(len(labels)), labels, rotation=20, fontsize=8)
+    ax.set_ylabel(ylabel)
+    if values and min(values) > 0 and ylabel.startswith("test accuracy"):
+        ax.set_ylim(max(0.0, min(values) - 2), 100)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,184 @@
+"""Load benchmark of the prediction service, side by side with its references.
+
+Runs, in one go on this machine:
+  1. the service (``python -m app``) and the naive endpoint (``bench/naive_app.py``), each in its own
+     uvicorn process, loaded with wrk (one thread, so the load generator does not starve the
+     server) at concurrency 1, 8, 32 and 128 on ``POST /v1/predict`` with a real MNIST digit PNG;
+  2. ``POST /v1/predict/batch`` with 32 images per request, in images/s;
+  3. the in-process ceiling: the model alone on preprocessed batches of 32, in images/s.
+Prints a table and the ratios the targets are stated in. Needs wrk (``apt-get install wrk``).
+
+    .venv/bin/python bench/serve_load.py [--duration 10] [--checkpoint checkpoints/vit-digits.safetensors]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from model.checkpoint import load_checkpoint  # noqa: E402
+from model.preprocess import prepare_bytes  # noqa: E402
+
+LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "{content_type}"
+local f = io.open("{body}", "rb"); wrk.body = f:read("*all"); f:close()
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('RESULT {{"requests": %d, "duration_us": %d, "errors": %d, "non2xx": %d, ' ..
+    '"p50": %.3f, "p95": %.3f, "p99": %.3f}}\\n', summary.requests, summary.duration,
+    e.connect + e.read + e.write + e.timeout, e.status,
+    latency:percentile(50) / 1000, latency:percentile(95) / 1000, latency:percentile(99) / 1000))
+end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def server(cmd: list[str], env: dict[str, str], port: int) -> Iterator[str]:
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code in (200, 404):  # naive app has no /readyz
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def wrk(url: str, body: Path, content_type: str, connections: int, duration: int) -> dict[str, float]:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(LUA.format(body=body, content_type=content_type))
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "10s", "-s", script.name, url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    result = json.loads(out.split("RESULT ", 1)[1].splitlines()[0])
+    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    return result
+
+
+def multipart_body(png: bytes, count: int) -> tuple[bytes, str]:
+    boundary = "vitdigitsbenchboundary"
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{i}.png"\r\n'
+        f"Content-Type: image/png\r\n\r\n".encode()
+        + png
+        + b"\r\n"
+        for i in range(count)
+    ]
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def ceiling(checkpoint: Path, png: bytes, batch: int, seconds: float) -> float:
+    """Images/s of the model alone on preprocessed batches (no HTTP, no decoding)."""
+    ckpt = load_checkpoint(checkpoint)
+    x = torch.stack([prepare_bytes(png).tensor] * batch)
+    with torch.inference_mode():
+        ckpt.model(x)
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            ckpt.model(x)
+            n += batch
+    return n / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, default=ROOT / "checkpoints" / "vit-digits.safetensors")
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128])
+    parser.add_argument("--batch-images", type=int, default=32)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk not found: apt-get install wrk")
+    from training.data import load_split, prepare_root
+
+    test = load_split(prepare_root(ROOT / "tests" / "data" / "mnist"), train=False)
+    buf = io.BytesIO()
+    from PIL import Image
+
+    Image.fromarray(test.images[0].numpy()).save(buf, "PNG")
+    png = buf.getvalue()
+    work = Path(tempfile.mkdtemp())
+    (work / "digit.png").write_bytes(png)
+    batch_body, batch_type = multipart_body(png, args.batch_images)
+    (work / "batch.bin").write_bytes(batch_body)
+    python = sys.executable
+    rows: dict[str, dict[int, dict[str, float]]] = {"service": {}, "naive": {}}
+    port = free_port()
+    env = {
+        "VIT_DIGITS_CHECKPOINTS": str(args.checkpoint),
+        "VIT_DIGITS_PORT": str(port),
+        "VIT_DIGITS_LOG_LEVEL": "warning",
+    }
+    with server([python, "-m", "app"], env, port) as base:
+        for c in args.concurrency:
+            wrk(f"{base}/v1/predict", work / "digit.png", "image/png", c, 2)  # warm-up
+            rows["service"][c] = wrk(f"{base}/v1/predict", work / "digit.png", "image/png", c, args.duration)
+        batch = wrk(f"{base}/v1/predict/batch", work / "batch.bin", batch_type, 4, args.duration)
+    port = free_port()
+    naive_cmd = [python, "-m", "uvicorn", "bench.naive_app:app", "--port", str(port), "--log-level", "warning"]
+    with server(naive_cmd, {"VIT_DIGITS_CHECKPOINT": str(args.checkpoint)}, port) as base:
+        for c in args.concurrency:
+            wrk(f"{base}/v1/predict", work / "digit.png", "image/png", c, 2)
+            rows["naive"][c] = wrk(f"{base}/v1/predict", work / "digit.png", "image/png", c, args.duration)
+    top = ceiling(args.checkpoint, png, args.batch_images, args.duration)
+
+    print(
+        f"checkpoint {args.checkpoint.name}, torch {torch.__version__}, {os.cpu_count()} CPUs, {args.duration} s per run"
+    )
+    print(f"{'endpoint':<22}{'conc':>5}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'errors':>8}")
+    for name, label in (("service", "service /v1/predict"), ("naive", "naive /v1/predict")):
+        for c, r in rows[name].items():
+            print(
+                f"{label:<22}{c:>5}{r['rps']:>9.0f}{r['p50']:>9.1f}{r['p95']:>9.1f}{r['p99']:>9.1f}{r['errors'] + r['non2xx']:>8.0f}"
+            )
+    batch_ips = batch["rps"] * args.batch_images
+    print(
+        f"service /v1/predict/batch ({args.batch_images} images/request, 4 connections): {batch_ips:.0f} images/s, "
+        f"p99 {batch['p99']:.1f} ms"
+    )
+    print(f"in-process ceiling (model alone, batches of {args.batch_images}): {top:.0f} images/s")
+    if 32 in rows["service"]:
+        s, n = rows["service"][32], rows["naive"][32]
+        print(
+            f"ratio service/naive req/s at concurrency 32: {s['rps'] / n['rps']:.2f}x  (target >= 3x); "
+            f"service p99 {s['p99']:.1f} ms (target <= 50)"
+        )
+    print(f"ratio batch endpoint / ceiling: {batch_ips / top:.2f}  (target >= 0.70)")
+
+
+if __name__ == "__main__":
+    main()

@@ -157,13 +157,15 @@ def main() -> None:
     top = ceiling(args.checkpoint, png, args.batch_images, args.duration)
 
     print(
-        f"checkpoint {args.checkpoint.name}, torch {torch.__version__}, {os.cpu_count()} CPUs, {args.duration} s per run"
+        f"checkpoint {args.checkpoint.name}, torch {torch.__version__}, {os.cpu_count()} CPUs, "
+        f"{args.duration} s per run"
     )
     print(f"{'endpoint':<22}{'conc':>5}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'errors':>8}")
     for name, label in (("service", "service /v1/predict"), ("naive", "naive /v1/predict")):
         for c, r in rows[name].items():
             print(
-                f"{label:<22}{c:>5}{r['rps']:>9.0f}{r['p50']:>9.1f}{r['p95']:>9.1f}{r['p99']:>9.1f}{r['errors'] + r['non2xx']:>8.0f}"
+                f"{label:<22}{c:>5}{r['rps']:>9.0f}{r['p50']:>9.1f}{r['p95']:>9.1f}{r['p99']:>9.1f}"
+                f"{r['errors'] + r['non2xx']:>8.0f}"
             )
     batch_ips = batch["rps"] * args.batch_images
     print(

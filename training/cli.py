@@ -61,9 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train(sub.add_parser("train", help="train a model on MNIST and write its checkpoint"))
     _add_evaluate(sub.add_parser("evaluate", help="score a checkpoint on MNIST test or on image files"))
+    from training.card import add_arguments as add_card_arguments
     from training.experiments import add_arguments as add_experiment_arguments
 
     add_experiment_arguments(sub.add_parser("experiments", help="run a suite of comparison experiments"))
+    add_card_arguments(sub.add_parser("card", help="write the model card of a checkpoint"))
     return parser
 
 
@@ -169,6 +171,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from training.evaluate import run_evaluate
 
             run_evaluate(args)
+        elif args.command == "card":
+            from training.card import run_card
+
+            run_card(args)
         else:
             from training.experiments import run_experiments
 

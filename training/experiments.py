@@ -36,12 +36,19 @@ SUITES: dict[str, dict[str, dict[str, Any]]] = {
     "posenc": {name: {"pos_embed": name} for name in ("learned", "sincos2d", "none")},
     "pooling": {"cls-token": {"pool": "cls"}, "mean-pool": {"pool": "mean"}},
     "timm": {
-        "ours-1ch": {}, "timm-1ch": {"impl": "timm"},
-        "ours-3ch": {"in_chans": 3}, "timm-3ch": {"impl": "timm", "in_chans": 3},
+        "ours-1ch": {},
+        "timm-1ch": {"impl": "timm"},
+        "ours-3ch": {"in_chans": 3},
+        "timm-3ch": {"impl": "timm", "in_chans": 3},
     },
     "size": {
-        "d64-l6-h4": {}, "d32-l6-h4": {"dim": 32}, "d128-l6-h4": {"dim": 128},
-        "d64-l2-h4": {"depth": 2}, "d64-l12-h4": {"depth": 12}, "d64-l6-h1": {"heads": 1}, "d64-l6-h8": {"heads": 8},
+        "d64-l6-h4": {},
+        "d32-l6-h4": {"dim": 32},
+        "d128-l6-h4": {"dim": 128},
+        "d64-l2-h4": {"depth": 2},
+        "d64-l12-h4": {"depth": 12},
+        "d64-l6-h1": {"heads": 1},
+        "d64-l6-h8": {"heads": 8},
     },
     "stem": {"linear": {"stem": "linear"}, "conv": {"stem": "conv"}},
 }
@@ -67,10 +74,11 @@ def run_experiments(args: argparse.Namespace) -> list[dict[str, Any]]:
     done: dict[str, dict[str, Any]] = {}
     if results_file.exists():
         done = {r["variant"]: r for r in json.loads(results_file.read_text())["results"]}
-    budget = dict(QUICK) if args.quick else {}
+    budget: dict[str, Any] = dict(QUICK) if args.quick else {}
     budget |= {k: v for k, v in (("epochs", args.epochs), ("limit", args.limit)) if v is not None}
-    base = dataclasses.replace(BASE, data_dir=args.data_dir, device=args.device, seed=args.seed,
-                               run_dir=out / "runs", **budget)
+    base = dataclasses.replace(
+        BASE, data_dir=args.data_dir, device=args.device, seed=args.seed, run_dir=out / "runs", **budget
+    )
     root = prepare_root(args.data_dir)
     test = load_split(root, train=False)
     if base.limit:
@@ -101,10 +109,15 @@ def run_variant(cfg: TrainConfig, variant: str, overrides: dict[str, Any], test:
     model = load_checkpoint(cfg.run_path / "best.safetensors", device=device).model
     metrics = [json.loads(line) for line in (cfg.run_path / "metrics.jsonl").read_text().splitlines()]
     row: dict[str, Any] = {
-        "variant": variant, "overrides": overrides, "tokens": cfg.model.num_patches + cfg.model.num_prefix_tokens,
-        "parameters": count_parameters(model), "test_accuracy": round(accuracy(model, test, device), 5),
-        "test_images": len(test), "train_images_per_s": round(sum(m["images_per_s"] for m in metrics) / len(metrics), 1),
-        "train_wall_s": round(wall, 1), "mflops_per_image": round(flops_per_image(model, cfg.model.in_chans) / 1e6, 2),
+        "variant": variant,
+        "overrides": overrides,
+        "tokens": cfg.model.num_patches + cfg.model.num_prefix_tokens,
+        "parameters": count_parameters(model),
+        "test_accuracy": round(accuracy(model, test, device), 5),
+        "test_images": len(test),
+        "train_images_per_s": round(sum(m["images_per_s"] for m in metrics) / len(metrics), 1),
+        "train_wall_s": round(wall, 1),
+        "mflops_per_image": round(flops_per_image(model, cfg.model.in_chans) / 1e6, 2),
         "activation_mb_per_128": round(activation_bytes(model, cfg.model.in_chans) / 2**20, 2),
     }
     row |= inference_speed(model, cfg.model.in_chans, device)
@@ -182,24 +195,43 @@ def shuffled_accuracy(model: nn.Module, test: Split, device: torch.device, patch
     return correct / max(len(test), 1)
 
 
-def attention_cost(tokens: tuple[int, ...] = (16, 49, 100, 196, 400, 784, 1024), dim: int = 64, heads: int = 4,
-                   batch: int = 8, repeats: int = 10) -> list[dict[str, float]]:
+def attention_cost(
+    tokens: tuple[int, ...] = (16, 49, 100, 196, 400, 784, 1024),
+    dim: int = 64,
+    heads: int = 4,
+    batch: int = 8,
+    repeats: int = 10,
+) -> list[dict[str, float]]:
     """Milliseconds per attention forward at growing token counts: fused SDPA vs explicit softmax."""
     rows = []
     d = dim // heads
     for n in tokens:
         q, k, v = (torch.randn(batch, heads, n, d) for _ in range(3))
-        row: dict[str, float] = {"tokens": n}
-        for name, fn in (("fused_ms", lambda: F.scaled_dot_product_attention(q, k, v)),
-                         ("explicit_ms", lambda: ((q * d**-0.5) @ k.transpose(-2, -1)).softmax(-1) @ v)):
-            with torch.inference_mode():
-                fn()
-                t = time.perf_counter()
-                for _ in range(repeats):
-                    fn()
-            row[name] = round((time.perf_counter() - t) / repeats * 1000, 3)
-        rows.append(row)
+        rows.append(
+            {
+                "tokens": n,
+                "fused_ms": _time_ms(_fused, q, k, v, repeats),
+                "explicit_ms": _time_ms(_explicit, q, k, v, repeats),
+            }
+        )
     return rows
+
+
+def _fused(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    return F.scaled_dot_product_attention(q, k, v)
+
+
+def _explicit(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    return ((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)).softmax(-1) @ v
+
+
+def _time_ms(fn: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, repeats: int) -> float:
+    with torch.inference_mode():
+        fn(q, k, v)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            fn(q, k, v)
+    return round((time.perf_counter() - start) / repeats * 1000, 3)
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -216,10 +248,18 @@ def _write(out: Path, suite: str, results: list[dict[str, Any]], budget: dict[st
     if results:
         from training.plots import plot_bars
 
-        plot_bars([r["variant"] for r in results], [100 * r["test_accuracy"] for r in results],
-                  "test accuracy %", out / "accuracy.png")
-        plot_bars([r["variant"] for r in results], [r["train_images_per_s"] for r in results],
-                  "training images/s", out / "train_speed.png")
+        plot_bars(
+            [r["variant"] for r in results],
+            [100 * r["test_accuracy"] for r in results],
+            "test accuracy %",
+            out / "accuracy.png",
+        )
+        plot_bars(
+            [r["variant"] for r in results],
+            [r["train_images_per_s"] for r in results],
+            "training images/s",
+            out / "train_speed.png",
+        )
 
 
 def _column_order(name: str) -> tuple[int, str]:
@@ -228,8 +268,17 @@ def _column_order(name: str) -> tuple[int, str]:
 
 
 def _print_table(results: list[dict[str, Any]]) -> None:
-    keys = ["variant", "tokens", "parameters", "test_accuracy", "mflops_per_image", "train_images_per_s",
-            "latency_ms", "images_per_s", "activation_mb_per_128"]
+    keys = [
+        "variant",
+        "tokens",
+        "parameters",
+        "test_accuracy",
+        "mflops_per_image",
+        "train_images_per_s",
+        "latency_ms",
+        "images_per_s",
+        "activation_mb_per_128",
+    ]
     if any("shuffled_patch_accuracy" in r for r in results):
         keys.insert(4, "shuffled_patch_accuracy")
     print(" | ".join(keys))

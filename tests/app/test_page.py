@@ -2,7 +2,7 @@ def test_page_is_served_self_contained(client):
     r = client.get("/")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     html = r.text
-    assert '<canvas id="pad"' in html and 'aria-label' in html and '<label' in html
+    assert '<canvas id="pad"' in html and "aria-label" in html and "<label" in html
     assert "http://" not in html and "https://" not in html  # no CDN: everything from this server
     for asset, kind in (("/static/app.js", "javascript"), ("/static/style.css", "css")):
         a = client.get(asset)

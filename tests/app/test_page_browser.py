@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -20,8 +20,10 @@ CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 ARTIFACTS = ROOT / "test-artifacts"
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(DRIVER)),
-                       reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"),
+    pytest.mark.skipif(
+        not (os.path.exists(CHROMIUM) and os.path.exists(DRIVER)),
+        reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)",
+    ),
     pytest.mark.skipif(not SHIPPED.exists(), reason="needs the shipped checkpoint"),
 ]
 
@@ -30,8 +32,9 @@ pytestmark = [
 def shipped_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     env = dict(os.environ, VIT_DIGITS_CHECKPOINTS=str(SHIPPED), VIT_DIGITS_PORT=str(port), PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_ready(lambda path: httpx.get(base + path, timeout=2))
@@ -48,9 +51,18 @@ def browser(tmp_path_factory: pytest.TempPathFactory):
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1200,1000", f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1200,1000",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium')}",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=options)
     ARTIFACTS.mkdir(exist_ok=True)
@@ -66,8 +78,8 @@ def _stroke(driver, pad, points: list[tuple[int, int]]) -> None:
     chain = ActionChains(driver, duration=20)
     x0, y0 = points[0]
     chain.move_to_element_with_offset(pad, x0 - size["width"] // 2, y0 - size["height"] // 2).click_and_hold()
-    for (xa, ya), (xb, yb) in zip(points, points[1:]):
-        for k in range(1, 6):  # intermediate moves, like a real hand
+    for (xa, ya), (xb, yb) in itertools.pairwise(points):
+        for _ in range(5):  # intermediate moves, like a real hand
             chain.move_by_offset(round((xb - xa) / 5), round((yb - ya) / 5))
     chain.release().perform()
 
@@ -83,9 +95,12 @@ def _wait_answer(driver, expected_status: str, timeout: float = 15) -> str:
 
 
 def _heat_spread(driver) -> float:
+    """Standard deviation of the heatmap canvas' pixel brightness: 0 for a blank canvas."""
     return driver.execute_script(
-        "const c = document.getElementById('heat'); const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
-        "let s = 0, s2 = 0, n = 0; for (let i = 0; i < d.length; i += 4) { const v = d[i] + d[i+1] + d[i+2]; s += v; s2 += v*v; n++; }"
+        "const c = document.getElementById('heat');"
+        "const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+        "let s = 0, s2 = 0, n = 0;"
+        "for (let i = 0; i < d.length; i += 4) { const v = d[i] + d[i+1] + d[i+2]; s += v; s2 += v*v; n++; }"
         "return Math.sqrt(s2 / n - (s / n) ** 2);"
     )
 

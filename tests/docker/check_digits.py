@@ -1,6 +1,6 @@
 """POST real MNIST test digits to a running service; exit non-zero unless >= 95% are right.
 
-    python tests/docker/check_digits.py http://127.0.0.1:8000 [count]
+python tests/docker/check_digits.py http://127.0.0.1:8000 [count]
 """
 
 from __future__ import annotations

@@ -10,11 +10,23 @@ from training.experiments import attention_cost, shuffle_patches
 
 def test_experiments_quick_suite_writes_results_and_resumes(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    args = ["experiments", "posenc", "--quick", "--limit", "300", "--data-dir", str(MNIST_SLICE),
-            "--out-dir", str(tmp_path / "exp"), "--device", "cpu"]
+    args = [
+        "experiments",
+        "posenc",
+        "--quick",
+        "--limit",
+        "300",
+        "--data-dir",
+        str(MNIST_SLICE),
+        "--out-dir",
+        str(tmp_path / "exp"),
+        "--device",
+        "cpu",
+    ]
     assert main(args) == 0
     out = tmp_path / "exp" / "posenc"
-    rows = list(csv.DictReader(open(out / "results.csv")))
+    with open(out / "results.csv") as fh:
+        rows = list(csv.DictReader(fh))
     assert [r["variant"] for r in rows] == ["learned", "sincos2d", "none"]
     assert all(int(r["tokens"]) == 50 for r in rows)
     assert all(0 <= float(r["test_accuracy"]) <= 1 and 0 <= float(r["shuffled_patch_accuracy"]) <= 1 for r in rows)
@@ -33,8 +45,11 @@ def test_shuffle_patches_is_a_permutation_of_patches():
     y = shuffle_patches(x, 7, torch.Generator().manual_seed(0))
     assert not torch.equal(x, y)
     assert torch.equal(x.flatten(1).sort(dim=1).values, y.flatten(1).sort(dim=1).values)
-    tiles = lambda t: {tuple(t[0, 0, r : r + 7, c : c + 7].flatten().tolist()) for r in range(0, 28, 7) for c in range(0, 28, 7)}  # noqa: E731
-    assert tiles(x) == tiles(y)
+    assert _tiles(x) == _tiles(y)
+
+
+def _tiles(t: torch.Tensor) -> set[tuple[float, ...]]:
+    return {tuple(t[0, 0, r : r + 7, c : c + 7].flatten().tolist()) for r in range(0, 28, 7) for c in range(0, 28, 7)}
 
 
 def test_attention_cost_grows_with_tokens():

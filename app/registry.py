@@ -14,7 +14,8 @@ from app.batcher import MicroBatcher
 from app.inference import AttentionResult, Prediction, attention_fn, predict_fn
 from app.metrics import Metrics
 from app.settings import Settings
-from model.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint
+from model.checkpoint import LoadedCheckpoint, load_checkpoint
+from model.device import resolve_device
 from model.factory import count_parameters
 
 log = logging.getLogger(__name__)
@@ -70,15 +71,6 @@ class Registry:
             await served.attention.stop()
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"VIT_DIGITS_DEVICE={name} but CUDA is not available on this machine")
-    return device
-
-
 def checkpoint_files(paths: list[Path]) -> list[Path]:
     """The checkpoint files named directly or found (``*.safetensors``) in the named folders."""
     files: list[Path] = []
@@ -97,10 +89,7 @@ def load_models(settings: Settings) -> list[tuple[str, LoadedCheckpoint, torch.d
     dtype = torch.float16 if settings.half and device.type == "cuda" else torch.float32
     loaded = []
     for path in checkpoint_files(settings.checkpoints):
-        try:
-            ckpt = load_checkpoint(path, device=device)
-        except CheckpointError:
-            raise
+        ckpt = load_checkpoint(path, device=device)
         ckpt.model.to(dtype)
         _warm_up(ckpt, device, dtype, settings.max_batch_size)
         log.info("loaded model", extra={"model": path.stem, "device": str(device), "sha256": ckpt.sha256})

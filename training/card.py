@@ -127,17 +127,6 @@ def run_card(args: argparse.Namespace) -> Path:
 
 
 def _recipe(recipe: dict[str, Any]) -> str:
-    keys = (
-        "epochs",
-        "batch_size",
-        "lr",
-        "min_lr",
-        "weight_decay",
-        "warmup_epochs",
-        "label_smoothing",
-        "ema_decay",
-        "grad_clip",
-        "augment",
-        "seed",
-    )
-    return ", ".join(f"{k}={recipe[k]}" for k in keys if k in recipe) or "see the checkpoint's metadata"
+    """The training hyper-parameters of the recipe; paths and run plumbing are left out."""
+    plumbing = {"model", "data_dir", "download", "run_dir", "name", "output", "device", "threads", "dry_run", "limit"}
+    return ", ".join(f"{k}={v}" for k, v in recipe.items() if k not in plumbing) or "see the checkpoint's metadata"

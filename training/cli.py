@@ -160,6 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     from model.checkpoint import CheckpointError
+    from model.device import DeviceError
     from training.data import DataError
 
     try:
@@ -179,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from training.experiments import run_experiments
 
             run_experiments(args)
-    except (ConfigError, DataError, CheckpointError, FileNotFoundError) as exc:
+    except (ConfigError, DataError, CheckpointError, DeviceError, FileNotFoundError) as exc:
         parser.exit(2, f"error: {exc}\n")
     return 0
 

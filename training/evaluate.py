@@ -11,12 +11,12 @@ from typing import Any
 import torch
 
 from model.checkpoint import LoadedCheckpoint, load_checkpoint
+from model.device import resolve_device
 from model.factory import match_channels
 from model.preprocess import IMAGE_SUFFIXES, ImageError, prepare_bytes
 from training.data import Split, load_split, prepare_root
 from training.engine import predict
 from training.plots import plot_confusion, plot_digit_grid
-from training.train import resolve_device
 
 log = logging.getLogger(__name__)
 

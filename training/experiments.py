@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.checkpoint import load_checkpoint
+from model.device import resolve_device
 from model.factory import count_parameters, match_channels
 from training.config import AugmentConfig, TrainConfig
 from training.data import Split, load_split, prepare_root, to_input
@@ -100,7 +101,7 @@ def run_experiments(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def run_variant(cfg: TrainConfig, variant: str, overrides: dict[str, Any], test: Split) -> dict[str, Any]:
     """Train one variant from scratch, then measure it."""
-    from training.train import resolve_device, run
+    from training.train import run
 
     start = time.perf_counter()
     run(cfg)

@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from model.checkpoint import CheckpointMeta, Preprocessing, load_checkpoint, save_checkpoint
+from model.device import resolve_device
 from model.factory import build_model, count_parameters
 from training.config import TrainConfig
 from training.data import MEAN, STD, Split, dataset_checksum, load_split, prepare_root, train_val_split
@@ -28,16 +29,6 @@ from training.state import ResumeState, load_state, save_state
 
 log = logging.getLogger(__name__)
 DRY_RUN_STEPS = 3
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present; ``cuda`` without a GPU is a clear error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available")
-    return device
 
 
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -77,21 +78,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def live_server(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real ``python -m app`` process on loopback, serving the tiny checkpoint."""
+@contextmanager
+def serve(checkpoint: Path, **env: str) -> Iterator[str]:
+    """A real ``python -m app`` process on a free loopback port; yields its base URL."""
     port = free_port()
-    log = tmp_path_factory.mktemp("server") / "server.log"
-    env = dict(
-        os.environ,
-        VIT_DIGITS_CHECKPOINTS=str(tiny_checkpoint),
-        VIT_DIGITS_PORT=str(port),
-        VIT_DIGITS_HOST="127.0.0.1",
-        VIT_DIGITS_MAX_UPLOAD_BYTES="200000",
-        PYTHONPATH=str(ROOT),
+    settings = {
+        "VIT_DIGITS_CHECKPOINTS": str(checkpoint),
+        "VIT_DIGITS_PORT": str(port),
+        "VIT_DIGITS_HOST": "127.0.0.1",
+        "PYTHONPATH": str(ROOT),
+        **env,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app"],
+        cwd=ROOT,
+        env=dict(os.environ, **settings),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_ready(lambda path: httpx.get(base + path, timeout=2))
@@ -99,3 +103,10 @@ def live_server(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory)
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="session")
+def live_server(tiny_checkpoint: Path) -> Iterator[str]:
+    """The service on loopback, serving the tiny checkpoint, with a 200 kB body limit."""
+    with serve(tiny_checkpoint, VIT_DIGITS_MAX_UPLOAD_BYTES="200000") as base:
+        yield base

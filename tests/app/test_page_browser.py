@@ -5,15 +5,12 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
-import httpx
 import pytest
 
-from tests.app.conftest import free_port, png_bytes, wait_ready
+from tests.app.conftest import png_bytes, serve
 from tests.conftest import ROOT, SHIPPED
 
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -29,19 +26,9 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def shipped_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    env = dict(os.environ, VIT_DIGITS_CHECKPOINTS=str(SHIPPED), VIT_DIGITS_PORT=str(port), PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(lambda path: httpx.get(base + path, timeout=2))
+def shipped_server() -> Iterator[str]:
+    with serve(SHIPPED) as base:
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
 
 
 @pytest.fixture(scope="module")

@@ -89,6 +89,7 @@ def test_cli_help_lists_commands(capsys):
         (["train", "--epochs", "0"], "epochs must be at least 1"),
         (["train", "--data-dir", "/nonexistent"], "MNIST not found under /nonexistent"),
         (["train", "--stem", "banana"], "invalid choice"),
+        (["train", "--device", "banana", "--data-dir", str(MNIST_SLICE)], "device must be auto, cpu"),
         (["evaluate", "--checkpoint", "/nope.safetensors"], "no such checkpoint"),
     ],
 )

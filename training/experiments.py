@@ -246,6 +246,7 @@ def _write(out: Path, suite: str, results: list[dict[str, Any]], budget: dict[st
         writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(results)
+    (out / "results.md").write_text(markdown_table(results))
     if results:
         from training.plots import plot_bars
 
@@ -268,20 +269,57 @@ def _column_order(name: str) -> tuple[int, str]:
     return (first.index(name) if name in first else len(first), name)
 
 
-def _print_table(results: list[dict[str, Any]]) -> None:
-    keys = [
+def markdown_table(results: list[dict[str, Any]]) -> str:
+    """The results as a Markdown table, for docs/RESULTS.md."""
+    keys = _table_keys(results)
+    head = [
         "variant",
         "tokens",
-        "parameters",
-        "test_accuracy",
-        "mflops_per_image",
-        "train_images_per_s",
-        "latency_ms",
-        "images_per_s",
-        "activation_mb_per_128",
+        "params",
+        "test acc %",
+        "shuffled acc %",
+        "MFLOPs/img",
+        "train img/s",
+        "latency ms",
+        "infer img/s",
+        "activations MB/128",
     ]
-    if any("shuffled_patch_accuracy" in r for r in results):
-        keys.insert(4, "shuffled_patch_accuracy")
-    print(" | ".join(keys))
+    head = [h for h, k in zip(head, _ALL_KEYS, strict=True) if k in keys]
+    rows = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in results:
-        print(" | ".join(str(r.get(k, "")) for k in keys))
+        cells = [_cell(k, r.get(k)) for k in keys]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+_ALL_KEYS = [
+    "variant",
+    "tokens",
+    "parameters",
+    "test_accuracy",
+    "shuffled_patch_accuracy",
+    "mflops_per_image",
+    "train_images_per_s",
+    "latency_ms",
+    "images_per_s",
+    "activation_mb_per_128",
+]
+
+
+def _table_keys(results: list[dict[str, Any]]) -> list[str]:
+    shuffled = any("shuffled_patch_accuracy" in r for r in results)
+    return [k for k in _ALL_KEYS if k != "shuffled_patch_accuracy" or shuffled]
+
+
+def _cell(key: str, value: Any) -> str:
+    if value is None:
+        return ""
+    if key in ("test_accuracy", "shuffled_patch_accuracy"):
+        return f"{100 * value:.2f}"
+    if key == "parameters":
+        return f"{value:,}"
+    return str(value)
+
+
+def _print_table(results: list[dict[str, Any]]) -> None:
+    print(markdown_table(results), end="")

@@ -36,15 +36,15 @@ async def attention(
     settings: SettingsDep,
     top_k: TopKQuery = 3,
     layers: Annotated[Literal["none", "all"], Query(description="`all` adds every layer's and head's map")] = "none",
-    format: Annotated[Literal["json", "png"], Query(description="`png`: heatmap over the digit")] = "json",
-    map: Annotated[Literal["rollout", "cls"], Query(description="which map the PNG shows")] = "rollout",
+    fmt: Annotated[Literal["json", "png"], Query(alias="format", description="`png`: heatmap over the digit")] = "json",
+    which: Annotated[Literal["rollout", "cls"], Query(alias="map", description="which map the PNG shows")] = "rollout",
 ) -> AttentionOut | Response:
     """Classify one digit and show where the model looked: attention rollout and CLS attention."""
     start = time.perf_counter()
     prepared = await preprocess(await read_single_image(request), served, settings)
     result = await infer(served.attention, prepared, settings)
-    if format == "png":
-        heat = result.rollout if map == "rollout" else result.cls_attention
+    if fmt == "png":
+        heat = result.rollout if which == "rollout" else result.cls_attention
         png = await run_in_threadpool(heatmap_png, prepared.pixels, heat.numpy())
         return Response(png, media_type="image/png")
     base = prediction(result.probabilities, served, prepared, top_k, 0.0)

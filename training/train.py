@@ -9,6 +9,7 @@ import platform
 import shutil
 import subprocess
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from training.config import TrainConfig
 from training.data import MEAN, STD, Split, dataset_checksum, load_split, prepare_root, train_val_split
 from training.distributed import DistInfo, barrier, init_distributed, shutdown
 from training.ema import ModelEma
-from training.engine import accuracy, train_one_epoch
+from training.engine import EpochStats, accuracy, train_one_epoch
 from training.state import ResumeState, load_state, save_state
 
 log = logging.getLogger(__name__)
@@ -83,103 +84,153 @@ def run(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         shutdown(dist_info)
 
 
-def _run(cfg: TrainConfig, device: torch.device, dist_info: DistInfo, resume: bool) -> dict[str, Any]:
-    torch.manual_seed(cfg.seed)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    train, val, test, checksum = load_data(cfg)
+@dataclass
+class _Session:
+    """The objects one training run works with."""
+
+    cfg: TrainConfig
+    device: torch.device
+    dist: DistInfo
+    model: nn.Module
+    trained: nn.Module  # the model, or its DistributedDataParallel wrapper
+    ema: ModelEma | None
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    generator: torch.Generator
+    per_rank_batch: int
+    amp_dtype: torch.dtype | None
+    scaler: torch.amp.GradScaler | None
+
+    @property
+    def evaluated(self) -> nn.Module:
+        """What validation scores and checkpoints hold: the EMA weights when there are any."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def after_step(self) -> None:
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+
+
+def _setup(cfg: TrainConfig, device: torch.device, dist_info: DistInfo, train_size: int) -> _Session:
+    """Model, EMA, DDP wrapper, AdamW (no decay on biases, norms, tokens), schedule, mixed precision."""
     model = build_model(cfg.model).to(device)
-    ema = ModelEma(model, cfg.ema_decay) if cfg.ema_decay else None
-    trained: nn.Module = DistributedDataParallel(model) if dist_info.enabled else model
     per_rank_batch = max(cfg.batch_size // dist_info.world_size, 1)
-    steps_per_epoch = math.ceil(len(train) // dist_info.world_size / per_rank_batch)
+    steps_per_epoch = math.ceil(train_size // dist_info.world_size / per_rank_batch)
     decay, no_decay = _param_groups(model)
     optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr,
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
     )
-    scheduler = make_scheduler(optimizer, cfg, steps_per_epoch)
     dtype = amp_dtype(cfg.amp, device)
-    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-    run_path = cfg.run_path
-    position = ResumeState(epoch=0, step=0, best_val=-1.0, config=cfg.to_dict())
-    state_file = run_path / "last.state.safetensors"
-    if resume:
-        if not state_file.is_file():
-            raise FileNotFoundError(f"--resume: no saved state at {state_file}")
-        position = load_state(state_file, model, ema.module if ema else None, optimizer, scheduler, generator)
-        if ema:
-            ema.step = position.step
-        log.info("resumed %s at epoch %d (best val %.4f)", run_path, position.epoch + 1, position.best_val)
+    return _Session(
+        cfg=cfg,
+        device=device,
+        dist=dist_info,
+        model=model,
+        trained=DistributedDataParallel(model) if dist_info.enabled else model,
+        ema=ModelEma(model, cfg.ema_decay) if cfg.ema_decay else None,
+        optimizer=optimizer,
+        scheduler=make_scheduler(optimizer, cfg, steps_per_epoch),
+        generator=torch.Generator().manual_seed(cfg.seed),
+        per_rank_batch=per_rank_batch,
+        amp_dtype=dtype,
+        scaler=torch.amp.GradScaler("cuda") if dtype == torch.float16 else None,
+    )
+
+
+def _resume(s: _Session, state_file: Path) -> ResumeState:
+    if not state_file.is_file():
+        raise FileNotFoundError(f"--resume: no saved state at {state_file}")
+    ema = s.ema.module if s.ema is not None else None
+    position = load_state(state_file, s.model, ema, s.optimizer, s.scheduler, s.generator)
+    if s.ema is not None:
+        s.ema.step = position.step
+    log.info("resumed %s at epoch %d (best val %.4f)", s.cfg.run_path, position.epoch + 1, position.best_val)
+    return position
+
+
+def _train_epoch(s: _Session, train: Split, epoch: int) -> EpochStats:
+    cfg = s.cfg
+    return train_one_epoch(
+        s.trained,
+        train,
+        s.optimizer,
+        s.after_step,
+        device=s.device,
+        batch_size=s.per_rank_batch,
+        augment=cfg.augment,
+        label_smoothing=cfg.label_smoothing,
+        grad_clip=cfg.grad_clip,
+        generator=s.generator,
+        amp_dtype=s.amp_dtype,
+        scaler=s.scaler,
+        max_steps=DRY_RUN_STEPS if cfg.dry_run else 0,
+        rank=s.dist.rank,
+        world=s.dist.world_size,
+        desc=f"epoch {epoch + 1}/{cfg.epochs}",
+    )
+
+
+def _run(cfg: TrainConfig, device: torch.device, dist_info: DistInfo, resume: bool) -> dict[str, Any]:
+    torch.manual_seed(cfg.seed)
+    train, val, test, checksum = load_data(cfg)
+    s = _setup(cfg, device, dist_info, len(train))
+    state_file = cfg.run_path / "last.state.safetensors"
+    position = _resume(s, state_file) if resume else ResumeState(0, 0, -1.0, cfg.to_dict())
     if dist_info.is_main:
-        run_path.mkdir(parents=True, exist_ok=True)
-        (run_path / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        cfg.run_path.mkdir(parents=True, exist_ok=True)
+        (cfg.run_path / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
         log.info(
             "training %s: %d params, %d train / %d val / %d test images, device %s, %d process(es)",
             cfg.name,
-            count_parameters(model),
+            count_parameters(s.model),
             len(train),
             len(val),
             len(test),
             device,
             dist_info.world_size,
         )
-
-    def after_step() -> None:
-        scheduler.step()
-        if ema is not None:
-            ema.update(model)
-
     started = time.perf_counter()
-    best_path = run_path / "best.safetensors"
     for epoch in range(position.epoch, cfg.epochs):
-        stats = train_one_epoch(
-            trained,
-            train,
-            optimizer,
-            after_step,
-            device=device,
-            batch_size=per_rank_batch,
-            augment=cfg.augment,
-            label_smoothing=cfg.label_smoothing,
-            grad_clip=cfg.grad_clip,
-            generator=generator,
-            amp_dtype=dtype,
-            scaler=scaler,
-            max_steps=DRY_RUN_STEPS if cfg.dry_run else 0,
-            rank=dist_info.rank,
-            world=dist_info.world_size,
-            desc=f"epoch {epoch + 1}/{cfg.epochs}",
-        )
-        evaluated = ema.module if ema is not None else model
-        val_acc = accuracy(evaluated, val, device)
-        position.epoch, position.step = epoch + 1, position.step + stats.images // max(per_rank_batch, 1)
+        stats = _train_epoch(s, train, epoch)
+        val_acc = accuracy(s.evaluated, val, device)
+        position.epoch, position.step = epoch + 1, position.step + stats.images // s.per_rank_batch
         record = {
             "epoch": epoch + 1,
             "train_loss": round(stats.loss, 5),
             "train_acc": round(stats.accuracy, 5),
             "val_acc": round(val_acc, 5),
-            "lr": scheduler.get_last_lr()[0],
+            "lr": s.scheduler.get_last_lr()[0],
             "images_per_s": round(stats.images_per_s * dist_info.world_size, 1),
             "epoch_s": round(stats.seconds, 2),
             "elapsed_s": round(time.perf_counter() - started, 2),
         }
         if dist_info.is_main:
-            log.info("epoch %d: %s", epoch + 1, json.dumps(record))
-            with open(run_path / "metrics.jsonl", "a") as fh:
-                fh.write(json.dumps(record) + "\n")
-            if val_acc > position.best_val:
-                position.best_val = val_acc
-                meta = _meta(cfg, checksum, record, count_parameters(model))
-                save_checkpoint(best_path, evaluated, meta)
-            save_state(state_file, model, ema.module if ema else None, optimizer, scheduler, position, generator)
+            _end_epoch(s, position, record, checksum, state_file)
         barrier(dist_info)
         if cfg.dry_run:
             break
-    summary: dict[str, Any] = {}
-    if dist_info.is_main:
-        summary = _finish(cfg, best_path, test, device, time.perf_counter() - started)
+    summary = (
+        _finish(cfg, cfg.run_path / "best.safetensors", test, device, time.perf_counter() - started)
+        if dist_info.is_main
+        else {}
+    )
     barrier(dist_info)
     return summary
+
+
+def _end_epoch(s: _Session, position: ResumeState, record: dict[str, Any], checksum: str, state_file: Path) -> None:
+    """Log the epoch, keep the best checkpoint by validation accuracy, save the resumable state."""
+    log.info("epoch %d: %s", record["epoch"], json.dumps(record))
+    with open(s.cfg.run_path / "metrics.jsonl", "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+    if record["val_acc"] > position.best_val:
+        position.best_val = record["val_acc"]
+        save_checkpoint(
+            s.cfg.run_path / "best.safetensors", s.evaluated, _meta(s.cfg, checksum, record, count_parameters(s.model))
+        )
+    ema = s.ema.module if s.ema is not None else None
+    save_state(state_file, s.model, ema, s.optimizer, s.scheduler, position, s.generator)
 
 
 def _finish(cfg: TrainConfig, best_path: Path, test: Split, device: torch.device, seconds: float) -> dict[str, Any]:

@@ -126,6 +126,7 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=0, help="only the first N test images")
     p.add_argument("--device", default="auto")
     p.add_argument("--out-dir", type=Path, help="where reports go (default: runs/eval/<checkpoint name>)")
+    p.add_argument("--attention-figure", type=Path, help="also draw attention rollout over sample digits (PNG)")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

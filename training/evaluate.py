@@ -12,11 +12,12 @@ import torch
 
 from model.checkpoint import LoadedCheckpoint, load_checkpoint
 from model.device import resolve_device
-from model.factory import match_channels
+from model.factory import forward_with_attention, match_channels
 from model.preprocess import IMAGE_SUFFIXES, ImageError, prepare_bytes
-from training.data import Split, load_split, prepare_root
+from model.rollout import attention_rollout
+from training.data import Split, load_split, prepare_root, to_input
 from training.engine import predict
-from training.plots import plot_confusion, plot_digit_grid
+from training.plots import plot_attention_grid, plot_confusion, plot_digit_grid
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,22 @@ def evaluate_images(ckpt: LoadedCheckpoint, folder: Path, device: torch.device) 
     return {"files": results, "labelled": labelled, "accuracy": correct / labelled if labelled else None}
 
 
+def attention_figure(ckpt: LoadedCheckpoint, test: Split, device: torch.device, path: Path) -> None:
+    """Rollout maps over the first 16 test digits and the first 8 the model gets wrong."""
+    preds = predict(ckpt.model, test, device).argmax(1)
+    wrong = torch.nonzero(preds != test.labels).flatten()[:8]
+    index = torch.cat([torch.arange(16), wrong])
+    x = match_channels(to_input(test.images[index], device), ckpt.meta.config.in_chans)
+    with torch.no_grad():
+        _, attn = forward_with_attention(ckpt.model, x)
+    maps = attention_rollout(attn.float(), ckpt.meta.config.num_prefix_tokens).cpu().numpy()
+    captions = [
+        f"{int(test.labels[i])}→{int(preds[i])}" if preds[i] != test.labels[i] else str(int(preds[i])) for i in index
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plot_attention_grid(test.images[index].numpy(), maps, captions, path)
+
+
 def run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     device = resolve_device(args.device)
     ckpt = load_checkpoint(args.checkpoint, device=device)
@@ -105,6 +122,8 @@ def run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     if args.limit:
         test = test.subset(torch.arange(min(args.limit, len(test))))
     report = evaluate_mnist(ckpt, test, device, out_dir)
+    if args.attention_figure:
+        attention_figure(ckpt, test, device, args.attention_figure)
     print(f"test accuracy {report['accuracy']:.4f} ({report['errors']} errors in {report['images']} images)")
     print("class  precision  recall")
     for c, m in report["per_class"].items():

@@ -42,6 +42,24 @@ def plot_digit_grid(images: np.ndarray, captions: Sequence[str], path: Path, col
     plt.close(fig)
 
 
+def plot_attention_grid(
+    images: np.ndarray, maps: np.ndarray, captions: Sequence[str], path: Path, cols: int = 8
+) -> None:
+    """Digits (N, 28, 28) with their attention maps (N, g, g) upsampled and overlaid."""
+    n = len(images)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.1, rows * 1.25), dpi=100, squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k < n:
+            ax.imshow(images[k], cmap="gray")
+            ax.imshow(maps[k], cmap="inferno", alpha=0.55, extent=(-0.5, 27.5, 27.5, -0.5), interpolation="bilinear")
+            ax.set_title(captions[k], fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def plot_curves(records: Sequence[dict[str, float]], path: Path) -> None:
     """Training loss and validation accuracy against epoch."""
     epochs = [r["epoch"] for r in records]

@@ -24,6 +24,8 @@ def test_evaluate_writes_report_confusion_and_error_grid(tmp_path, tiny_checkpoi
                 str(out),
                 "--device",
                 "cpu",
+                "--attention-figure",
+                str(out / "attention.png"),
             ]
         )
         == 0
@@ -32,7 +34,7 @@ def test_evaluate_writes_report_confusion_and_error_grid(tmp_path, tiny_checkpoi
     assert report["images"] == 500
     assert sum(map(sum, report["confusion_matrix"])) == 500
     assert set(report["per_class"]) == set("0123456789")
-    for name in ("confusion.png", "misclassified.png"):
+    for name in ("confusion.png", "misclassified.png", "attention.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
     assert "test accuracy" in capsys.readouterr().out
 

@@ -13,7 +13,7 @@ request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, request id and any extras."""
 
-    _SKIP = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+    _SKIP = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {

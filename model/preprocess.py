@@ -48,6 +48,11 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
         ImageError: ``empty_image``, ``unsupported_format``, ``image_too_large`` or
             ``invalid_image`` (truncated or corrupt data).
     """
+    return load_image(open_image(data, max_pixels))
+
+
+def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Read only the header of ``data``: format and size checked, pixels not yet decoded."""
     if not data:
         raise ImageError("empty_image", "the image is empty (0 bytes)")
     try:
@@ -63,6 +68,11 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
         raise ImageError(
             "image_too_large", f"{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels}"
         )
+    return image
+
+
+def load_image(image: Image.Image) -> Image.Image:
+    """Decode the pixels of an opened image and turn it upright (EXIF orientation)."""
     try:
         image.load()
         image = ImageOps.exif_transpose(image) or image
@@ -127,10 +137,9 @@ def prepare(
     """The model input for ``image``: (C, size, size), C = len(mean), normalised."""
     ink, inverted = ink_map(image)
     pixels = center_digit(ink, size=size, box=round(size * 20 / 28))
-    x = torch.from_numpy(pixels)[None].expand(len(mean), -1, -1)
-    m = torch.tensor(mean, dtype=torch.float32)[:, None, None]
-    s = torch.tensor(std, dtype=torch.float32)[:, None, None]
-    return Prepared(tensor=((x - m) / s).contiguous(), pixels=pixels, inverted=inverted)
+    m = np.asarray(mean, dtype=np.float32)[:, None, None]
+    s = np.asarray(std, dtype=np.float32)[:, None, None]
+    return Prepared(tensor=torch.from_numpy((pixels[None] - m) / s), pixels=pixels, inverted=inverted)
 
 
 def prepare_bytes(

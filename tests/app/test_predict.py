@@ -115,3 +115,12 @@ def test_batch_limits_and_media_type(make_client, digit_png):
     _assert_error(client.post("/v1/predict/batch", files=files), 413, "too_many_files")
     _assert_error(client.post("/v1/predict/batch", content=digit_png, headers=PNG), 415, "unsupported_media_type")
     _assert_error(client.post("/v1/predict/batch", data={"x": "1"}, files={"y": ("a", b"1")}), 422, "missing_file")
+
+
+def test_predict_large_photo_goes_through_the_worker_path(client):
+    photo = np.full((900, 1200, 3), (235, 230, 220), np.uint8)  # off-white paper, 1.08 MP
+    photo[150:750, 560:640] = (30, 30, 40)  # a thick dark "1"
+    buf = io.BytesIO()
+    Image.fromarray(photo).save(buf, "JPEG", quality=90)
+    r = client.post("/v1/predict", files={"file": ("photo.jpg", buf.getvalue(), "image/jpeg")})
+    assert r.status_code == 200 and r.json()["inverted"] is True

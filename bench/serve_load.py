@@ -120,6 +120,13 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128])
     parser.add_argument("--batch-images", type=int, default=32)
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a service setting, e.g. VIT_DIGITS_WORKERS=2 (repeatable)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install wrk")
@@ -139,6 +146,7 @@ def main() -> None:
     rows: dict[str, dict[int, dict[str, float]]] = {"service": {}, "naive": {}}
     port = free_port()
     env = {
+        **dict(item.split("=", 1) for item in args.env),
         "VIT_DIGITS_CHECKPOINTS": str(args.checkpoint),
         "VIT_DIGITS_PORT": str(port),
         "VIT_DIGITS_LOG_LEVEL": "warning",
@@ -160,6 +168,7 @@ def main() -> None:
         f"checkpoint {args.checkpoint.name}, torch {torch.__version__}, {os.cpu_count()} CPUs, "
         f"{args.duration} s per run"
     )
+    print(f"service settings: {' '.join(args.env) or 'defaults'}")
     print(f"{'endpoint':<22}{'conc':>5}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'errors':>8}")
     for name, label in (("service", "service /v1/predict"), ("naive", "naive /v1/predict")):
         for c, r in rows[name].items():

@@ -87,7 +87,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     "shipped": dict(
         model=ViTConfig(stem="conv", dim=64, depth=6, heads=4, mlp_ratio=2.0, drop_path=0.05),
-        epochs=30,
+        epochs=22,
         batch_size=128,
         lr=1.5e-3,
         warmup_epochs=1.0,

@@ -1,9 +1,10 @@
 """Dynamic micro-batching: concurrent requests share one forward pass.
 
 Requests append their input to a queue; one task per batcher takes up to ``max_batch`` of them,
-waiting at most ``max_wait`` for a batch to fill, and runs the model in a single worker thread,
-off the event loop. While a batch runs, new requests queue up and form the next batch at once, so
-under load batches grow by themselves and the wait costs nothing. A bounded queue gives
+waiting at most ``max_wait`` for a batch to fill (by default not at all), and runs the model in a
+single worker thread, off the event loop. While a batch runs, new requests queue up and form the
+next batch at once, so under load batches grow by themselves without any added wait, and a lone
+request is answered as fast as an unbatched server would. A bounded queue gives
 back-pressure (:class:`QueueFullError`), and each request has its own deadline.
 """
 
@@ -89,6 +90,21 @@ class MicroBatcher(Generic[R]):
         self._depth.set(len(self._pending))
         self._arrived.set()
         return await asyncio.wait_for(future, timeout_s)  # on timeout the future is cancelled: skipped
+
+    async def submit_many(self, xs: torch.Tensor, timeout_s: float) -> list[R]:
+        """Queue every row of ``xs`` at once (a batch request) and wait for all their results."""
+        if len(self._pending) + len(xs) > self._queue_size:
+            raise QueueFullError(f"{len(self._pending)} images are already waiting")
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[R]] = [loop.create_future() for _ in range(len(xs))]
+        self._pending.extend(_Pending(x, f) for x, f in zip(xs, futures, strict=True))
+        self._depth.set(len(self._pending))
+        self._arrived.set()
+        try:
+            return list(await asyncio.wait_for(asyncio.gather(*futures), timeout_s))
+        finally:
+            for future in futures:
+                future.cancel()  # no-op for the finished ones; the loop skips the others
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()

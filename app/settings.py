@@ -25,7 +25,12 @@ class Settings(BaseSettings):
     half: bool = Field(False, description="fp16 weights and inputs on CUDA (ignored on CPU)")
     torch_threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = torch's default")
     max_batch_size: int = Field(32, ge=1, le=1024, description="most images in one forward pass")
-    max_wait_ms: float = Field(2.0, ge=0, le=1000, description="how long a batch waits to fill up")
+    max_wait_ms: float = Field(
+        0.0,
+        ge=0,
+        le=1000,
+        description="how long a batch waits to fill up; 0: run at once, batching what queued while the model was busy",
+    )
     queue_size: int = Field(512, ge=1, description="queued images before 503 + Retry-After")
     request_timeout_s: float = Field(10.0, gt=0, description="per-request inference deadline (504 after)")
     max_upload_bytes: int = Field(5_000_000, ge=1, description="request body cap, enforced as it streams in")

@@ -41,7 +41,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    config = ViTConfig()  # the default: patch 4 (7x7 grid), width 64, depth 6, 4 heads
+    # the plain ViT both implementations can build: linear patch embedding, patch 4 (7x7 grid),
+    # width 64, depth 6, 4 heads, learned positions, class token
+    config = ViTConfig(stem="linear")
     models = {"ours": build_model(config), "timm": build_model(config.replace(impl="timm"))}
     opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-3) for k, m in models.items()}
     x = torch.randn(args.batch_size, 1, 28, 28)

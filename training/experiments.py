@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.checkpoint import load_checkpoint
+from model.config import ViTConfig
 from model.device import resolve_device
 from model.factory import count_parameters, match_channels
 from training.config import AugmentConfig, TrainConfig
@@ -53,7 +54,18 @@ SUITES: dict[str, dict[str, dict[str, Any]]] = {
     },
     "stem": {"linear": {"stem": "linear"}, "conv": {"stem": "conv"}},
 }
-BASE = TrainConfig(epochs=5, lr=1e-3, warmup_epochs=0.5, label_smoothing=0.0, ema_decay=0.0, augment=AugmentConfig())
+# The base every suite varies: the plain ViT of the coursework (linear patch embedding, so patch
+# sizes 7 and 14 and timm's model are comparable), pinned here so that changing the CLI's default
+# recipe never silently changes an experiment.
+BASE = TrainConfig(
+    model=ViTConfig(patch_size=4, dim=64, depth=6, heads=4, mlp_ratio=2.0, stem="linear", pos_embed="learned"),
+    epochs=5,
+    lr=1e-3,
+    warmup_epochs=0.5,
+    label_smoothing=0.0,
+    ema_decay=0.0,
+    augment=AugmentConfig(),
+)
 QUICK = {"epochs": 1, "limit": 3000, "val_size": 300}
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
+import torch
 from starlette.concurrency import run_in_threadpool
 
 from app.batcher import MicroBatcher, QueueFullError
@@ -41,10 +43,25 @@ async def preprocess(data: bytes, served: ServedModel, settings: Settings) -> Pr
         raise as_api_error(exc) from exc
 
 
-async def infer(batcher: MicroBatcher[R], prepared: Prepared, settings: Settings) -> R:
-    """Queue one input on ``batcher``; back-pressure is 503 + Retry-After, a late answer 504."""
+def preprocess_many(images: list[bytes], served: ServedModel, settings: Settings) -> list[Prepared | ApiError]:
+    """Preprocess every image of a batch request (call it in a worker thread); errors per image."""
+    pre = served.checkpoint.meta.preprocess
+    out: list[Prepared | ApiError] = []
+    for data in images:
+        try:
+            out.append(
+                prepare(load_image(open_image(data, settings.max_image_pixels)), pre.mean, pre.std, pre.image_size)
+            )
+        except ImageError as exc:
+            out.append(as_api_error(exc))
+    return out
+
+
+@contextmanager
+def _inference_errors(settings: Settings) -> Iterator[None]:
+    """Back-pressure becomes 503 + Retry-After, a missed deadline 504."""
     try:
-        return await batcher.submit(prepared.tensor, settings.request_timeout_s)
+        yield
     except QueueFullError as exc:
         raise ApiError(
             503, "queue_full", f"the server is at capacity ({exc}); retry shortly", headers={"Retry-After": "1"}
@@ -53,8 +70,20 @@ async def infer(batcher: MicroBatcher[R], prepared: Prepared, settings: Settings
         raise ApiError(
             504, "inference_timeout", f"inference did not finish within {settings.request_timeout_s} s"
         ) from exc
-    except asyncio.CancelledError:
-        raise
+
+
+async def infer(batcher: MicroBatcher[R], prepared: Prepared, settings: Settings) -> R:
+    """Queue one input on ``batcher`` and wait for its result."""
+    with _inference_errors(settings):
+        return await batcher.submit(prepared.tensor, settings.request_timeout_s)
+
+
+async def infer_many(batcher: MicroBatcher[R], prepared: list[Prepared], settings: Settings) -> list[R]:
+    """Queue the inputs of a batch request together and wait for all their results."""
+    if not prepared:
+        return []
+    with _inference_errors(settings):
+        return await batcher.submit_many(torch.stack([p.tensor for p in prepared]), settings.request_timeout_s)
 
 
 def prediction(

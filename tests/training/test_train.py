@@ -13,7 +13,7 @@ from training.augment import random_affine
 from training.cli import main
 from training.config import AugmentConfig
 
-FAST = ["--patch-size", "7", "--dim", "16", "--depth", "1", "--heads", "2", "--batch-size", "64"]
+FAST = ["--patch-size", "7", "--stem", "linear", "--dim", "16", "--depth", "1", "--heads", "2", "--batch-size", "64"]
 
 
 def _train(tmp_path: Path, *extra: str) -> Path:

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
+from starlette.concurrency import run_in_threadpool
 
-from app.api.images import infer, prediction, preprocess
+from app.api.images import infer, infer_many, prediction, preprocess, preprocess_many
 from app.deps import ModelDep, SettingsDep
 from app.errors import ERROR_RESPONSES, ApiError
 from app.schemas import BatchItemError, BatchItemOut, BatchOut, PredictionOut
 from app.uploads import IMAGE_TYPES, read_batch_images, read_single_image
+from model.preprocess import Prepared
 
 router = APIRouter(tags=["predict"])
 TopKQuery = Annotated[int, Query(ge=1, le=10, description="how many of the most probable digits to list")]
@@ -63,17 +64,17 @@ async def predict_batch(request: Request, served: ModelDep, settings: SettingsDe
     """Classify many images; a bad image gets its own error entry, the others their answers."""
     start = time.perf_counter()
     files = await read_batch_images(request, settings.max_batch_files)
-
-    async def one(index: int, name: str, data: bytes) -> BatchItemOut:
-        try:
-            prepared = await preprocess(data, served, settings)
-            result = await infer(served.predict, prepared, settings)
-        except ApiError as exc:
-            return BatchItemOut(index=index, filename=name, error=BatchItemError(code=exc.code, message=exc.message))
-        pred = prediction(result.probabilities, served, prepared, top_k, (time.perf_counter() - start) * 1000)
-        return BatchItemOut(index=index, filename=name, prediction=pred)
-
-    results = await asyncio.gather(*(one(i, name, data) for i, (name, data) in enumerate(files)))
-    return BatchOut(
-        results=list(results), model_id=served.id, latency_ms=round((time.perf_counter() - start) * 1000, 3)
-    )
+    prepared = await run_in_threadpool(preprocess_many, [data for _, data in files], served, settings)
+    good = [p for p in prepared if isinstance(p, Prepared)]
+    answers = iter(await infer_many(served.predict, good, settings))
+    latency_ms = (time.perf_counter() - start) * 1000
+    results = []
+    for index, ((name, _), item) in enumerate(zip(files, prepared, strict=True)):
+        if isinstance(item, ApiError):
+            results.append(
+                BatchItemOut(index=index, filename=name, error=BatchItemError(code=item.code, message=item.message))
+            )
+        else:
+            pred = prediction(next(answers).probabilities, served, item, top_k, latency_ms)
+            results.append(BatchItemOut(index=index, filename=name, prediction=pred))
+    return BatchOut(results=results, model_id=served.id, latency_ms=round(latency_ms, 3))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 import torch
 
 from app.batcher import MicroBatcher
-from app.inference import AttentionResult, Prediction, attention_fn, predict_fn
+from app.inference import AttentionResult, Prediction, WithAttention, attention_fn, compile_runner, predict_fn
 from app.metrics import Metrics
 from app.settings import Settings
 from model.checkpoint import LoadedCheckpoint, load_checkpoint
@@ -81,8 +82,20 @@ def checkpoint_files(paths: list[Path]) -> list[Path]:
     return files
 
 
-def load_models(settings: Settings) -> list[tuple[str, LoadedCheckpoint, torch.device, torch.dtype]]:
-    """Load and warm up every checkpoint (blocking; run it off the event loop)."""
+@dataclass(frozen=True)
+class LoadedModel:
+    """A checkpoint made ready to serve: its batched predict and attention functions, warmed up."""
+
+    id: str
+    checkpoint: LoadedCheckpoint
+    device: torch.device
+    dtype: torch.dtype
+    predict: Callable[[torch.Tensor], list[Prediction]]
+    attention: Callable[[torch.Tensor], list[AttentionResult]]
+
+
+def load_models(settings: Settings) -> list[LoadedModel]:
+    """Load, compile and warm up every checkpoint (blocking; run it off the event loop)."""
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     device = resolve_device(settings.device)
@@ -90,58 +103,48 @@ def load_models(settings: Settings) -> list[tuple[str, LoadedCheckpoint, torch.d
     loaded = []
     for path in checkpoint_files(settings.checkpoints):
         ckpt = load_checkpoint(path, device=device)
-        ckpt.model.to(dtype)
-        _warm_up(ckpt, device, dtype, settings.max_batch_size)
+        model = ckpt.model.to(dtype)
+        pre, chans = ckpt.meta.preprocess, ckpt.meta.config.in_chans
+        example = torch.randn(4, chans, pre.image_size, pre.image_size, device=device, dtype=dtype)
+        predict = predict_fn(compile_runner(model, example, settings.jit), ckpt, device, dtype)
+        attention = attention_fn(compile_runner(WithAttention(model), example, settings.jit), ckpt, device, dtype)
+        for batch in sorted({1, max(settings.max_batch_size // 4, 1), settings.max_batch_size}):
+            predict(example[:1].expand(batch, -1, -1, -1))  # warm-up: allocations, kernel choices
+        attention(example[:1])
         log.info("loaded model", extra={"model": path.stem, "device": str(device), "sha256": ckpt.sha256})
-        loaded.append((path.stem, ckpt, device, dtype))
+        loaded.append(LoadedModel(path.stem, ckpt, device, dtype, predict, attention))
     return loaded
 
 
 def build_registry(
-    loaded: list[tuple[str, LoadedCheckpoint, torch.device, torch.dtype]],
-    settings: Settings,
-    metrics: Metrics,
-    executor: ThreadPoolExecutor,
+    loaded: list[LoadedModel], settings: Settings, metrics: Metrics, executor: ThreadPoolExecutor
 ) -> Registry:
-    """Wrap loaded checkpoints in batchers (on the running event loop) and pick the default."""
+    """Wrap loaded models in batchers (on the running event loop) and pick the default."""
     registry = Registry()
-    for model_id, ckpt, device, dtype in loaded:
+    for m in loaded:
         common: dict[str, Any] = dict(
             max_wait_s=settings.max_wait_ms / 1000, queue_size=settings.queue_size, executor=executor, metrics=metrics
         )
         served = ServedModel(
-            id=model_id,
-            checkpoint=ckpt,
-            device=device,
-            dtype=dtype,
+            id=m.id,
+            checkpoint=m.checkpoint,
+            device=m.device,
+            dtype=m.dtype,
             predict=MicroBatcher(
-                predict_fn(ckpt, device, dtype),
-                max_batch=settings.max_batch_size,
-                labels={"model": model_id, "kind": "predict"},
-                **common,
+                m.predict, max_batch=settings.max_batch_size, labels={"model": m.id, "kind": "predict"}, **common
             ),
             attention=MicroBatcher(
-                attention_fn(ckpt, device, dtype),
+                m.attention,
                 max_batch=max(settings.max_batch_size // 4, 1),
-                labels={"model": model_id, "kind": "attention"},
+                labels={"model": m.id, "kind": "attention"},
                 **common,
             ),
         )
         served.predict.start()
         served.attention.start()
-        registry.models[model_id] = served
+        registry.models[m.id] = served
     default = settings.default_model or next(iter(registry.models))
     if default not in registry.models:
         raise NoModelsError(f"default model {default!r} is not among the loaded: {', '.join(registry.models)}")
     registry.default_id = default
     return registry
-
-
-@torch.inference_mode()
-def _warm_up(ckpt: LoadedCheckpoint, device: torch.device, dtype: torch.dtype, max_batch: int) -> None:
-    """Run both paths at a few batch sizes so the first requests do not pay for allocation."""
-    pre = ckpt.meta.preprocess
-    for batch in sorted({1, max(max_batch // 4, 1), max_batch}):
-        x = torch.zeros(batch, ckpt.meta.config.in_chans, pre.image_size, pre.image_size, device=device, dtype=dtype)
-        predict_fn(ckpt, device, dtype)(x)
-        attention_fn(ckpt, device, dtype)(x[:1])

@@ -23,6 +23,7 @@ class Settings(BaseSettings):
     default_model: str | None = Field(None, description="id (file stem) of the default model; first if unset")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     half: bool = Field(False, description="fp16 weights and inputs on CUDA (ignored on CPU)")
+    jit: bool = Field(True, description="serve a frozen TorchScript trace (checked against eager); false: eager")
     torch_threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = torch's default")
     max_batch_size: int = Field(32, ge=1, le=1024, description="most images in one forward pass")
     max_wait_ms: float = Field(

@@ -139,3 +139,10 @@ def test_cuda_requested_without_gpu_is_a_clear_readiness_error(make_client):
             break
         time.sleep(0.05)
     assert "CUDA is not available" in r.json()["error"]["message"]
+
+
+def test_eager_and_traced_serving_give_the_same_answers(make_client, digit_png):
+    traced = make_client(jit=True).post("/v1/attention", content=digit_png, headers=PNG).json()
+    eager = make_client(jit=False).post("/v1/attention", content=digit_png, headers=PNG).json()
+    np.testing.assert_allclose(traced["probabilities"], eager["probabilities"], atol=1e-4)
+    np.testing.assert_allclose(traced["rollout"], eager["rollout"], atol=1e-4)

@@ -24,7 +24,8 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     half: bool = Field(False, description="fp16 weights and inputs on CUDA (ignored on CPU)")
     jit: bool = Field(True, description="serve a frozen TorchScript trace (checked against eager); false: eager")
-    torch_threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = torch's default")
+    # 2 workers x 1 thread measured best on 2 cores (bench/serve_load.py; README "Performance")
+    torch_threads: int = Field(1, ge=0, description="torch intra-op threads per worker; 0 = torch's default")
     max_batch_size: int = Field(32, ge=1, le=1024, description="most images in one forward pass")
     max_wait_ms: float = Field(
         0.0,
@@ -43,7 +44,7 @@ class Settings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="bind address for `python -m app`")
     port: int = Field(8000, ge=1, le=65535, description="port for `python -m app`")
-    workers: int = Field(1, ge=1, description="uvicorn worker processes (each loads the models)")
+    workers: int = Field(2, ge=1, description="uvicorn worker processes (each loads the models)")
     log_level: str = Field("info", description="debug | info | warning | error")
 
     @field_validator("checkpoints", "cors_origins", mode="before")

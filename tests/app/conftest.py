@@ -86,6 +86,7 @@ def serve(checkpoint: Path, **env: str) -> Iterator[str]:
         "VIT_DIGITS_CHECKPOINTS": str(checkpoint),
         "VIT_DIGITS_PORT": str(port),
         "VIT_DIGITS_HOST": "127.0.0.1",
+        "VIT_DIGITS_WORKERS": "1",  # one process: /metrics then counts every request
         "PYTHONPATH": str(ROOT),
         **env,
     }

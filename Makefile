@@ -10,7 +10,7 @@ HOST ?= 0.0.0.0
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: venv serve test lint typecheck unit train evaluate bench docker-smoke clean
+.PHONY: venv serve test lint typecheck unit train evaluate card bench docker-smoke clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,12 @@ train: venv
 
 evaluate: venv
 	$(PY) -m training evaluate --data-dir ../shared/data/mnist
+
+card: venv
+	$(PY) -m training card --data-dir ../shared/data/mnist --notes checkpoints/NOTES.md
+
+docker-smoke: venv
+	bash tests/docker/smoke.sh
 
 bench: venv
 	$(PY) bench/train_throughput.py

@@ -24,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", type=Path, default=Path("data"))
     p.add_argument("--out-dir", type=Path, default=Path("checkpoints"))
     p.add_argument("--hardware", default="2 CPU cores (x86_64), no GPU")
-    p.add_argument("--command", default="", help="the command that reproduces the checkpoint")
+    p.add_argument("--reproduce", default="", help="the command that reproduces the checkpoint")
     p.add_argument("--notes", type=Path, help="a Markdown file appended to the card")
 
 
@@ -80,7 +80,7 @@ def run_card(args: argparse.Namespace) -> Path:
         "## Reproduce",
         "",
         "```bash",
-        args.command
+        args.reproduce
         or "python -m training train --preset shipped --data-dir ../shared/data/mnist "
         "--output checkpoints/vit-digits.safetensors",
         f"python -m training evaluate --checkpoint {shlex.quote(str(args.checkpoint))} --data-dir ../shared/data/mnist",

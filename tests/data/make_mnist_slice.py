@@ -18,7 +18,7 @@ OUT = Path(__file__).parent / "mnist" / "MNIST" / "raw"
 def _slice(src: Path, dst: Path, count: int) -> None:
     with gzip.open(src, "rb") as fh:
         data = fh.read()
-    magic, n = struct.unpack(">II", data[:8])
+    (magic,) = struct.unpack(">I", data[:4])
     dims = magic & 0xFF
     header = 4 + 4 * dims
     shape = struct.unpack(f">{dims}I", data[4:header])

@@ -60,8 +60,9 @@ SUITES: dict[str, dict[str, dict[str, Any]]] = {
 BASE = TrainConfig(
     model=ViTConfig(patch_size=4, dim=64, depth=6, heads=4, mlp_ratio=2.0, stem="linear", pos_embed="learned"),
     epochs=5,
-    lr=1e-3,
-    warmup_epochs=0.5,
+    batch_size=64,
+    lr=2e-3,
+    warmup_epochs=0.2,
     label_smoothing=0.0,
     ema_decay=0.0,
     augment=AugmentConfig(),

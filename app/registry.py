@@ -30,12 +30,25 @@ class NoModelsError(RuntimeError):
 class ServedModel:
     """One loaded checkpoint with its predict and attention batchers."""
 
-    id: str
-    checkpoint: LoadedCheckpoint
-    device: torch.device
-    dtype: torch.dtype
+    loaded: LoadedModel
     predict: MicroBatcher[Prediction]
     attention: MicroBatcher[AttentionResult]
+
+    @property
+    def id(self) -> str:
+        return self.loaded.id
+
+    @property
+    def checkpoint(self) -> LoadedCheckpoint:
+        return self.loaded.checkpoint
+
+    @property
+    def device(self) -> torch.device:
+        return self.loaded.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.loaded.dtype
 
     def info(self, default: bool) -> dict[str, Any]:
         meta = self.checkpoint.meta
@@ -126,10 +139,7 @@ def build_registry(
             max_wait_s=settings.max_wait_ms / 1000, queue_size=settings.queue_size, executor=executor, metrics=metrics
         )
         served = ServedModel(
-            id=m.id,
-            checkpoint=m.checkpoint,
-            device=m.device,
-            dtype=m.dtype,
+            loaded=m,
             predict=MicroBatcher(
                 m.predict, max_batch=settings.max_batch_size, labels={"model": m.id, "kind": "predict"}, **common
             ),

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 import torch
+from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from app.batcher import MicroBatcher, QueueFullError
@@ -30,28 +31,30 @@ def as_api_error(exc: ImageError) -> ApiError:
 INLINE_PIXELS = 256 * 256
 
 
+def _finish(image: Image.Image, served: ServedModel) -> Prepared:
+    """Decode the pixels of an opened image and normalise them as the model was trained."""
+    pre = served.checkpoint.meta.preprocess
+    return prepare(load_image(image), pre.mean, pre.std, pre.image_size)
+
+
 async def preprocess(data: bytes, served: ServedModel, settings: Settings) -> Prepared:
     """Decode and normalise (inline if small, else in a worker thread); problems become 4xx errors."""
-    pre = served.checkpoint.meta.preprocess
     try:
         image = open_image(data, settings.max_image_pixels)  # header only: format and pixel cap
         width, height = image.size
         if width * height <= INLINE_PIXELS:
-            return prepare(load_image(image), pre.mean, pre.std, pre.image_size)
-        return await run_in_threadpool(lambda: prepare(load_image(image), pre.mean, pre.std, pre.image_size))
+            return _finish(image, served)
+        return await run_in_threadpool(_finish, image, served)
     except ImageError as exc:
         raise as_api_error(exc) from exc
 
 
 def preprocess_many(images: list[bytes], served: ServedModel, settings: Settings) -> list[Prepared | ApiError]:
     """Preprocess every image of a batch request (call it in a worker thread); errors per image."""
-    pre = served.checkpoint.meta.preprocess
     out: list[Prepared | ApiError] = []
     for data in images:
         try:
-            out.append(
-                prepare(load_image(open_image(data, settings.max_image_pixels)), pre.mean, pre.std, pre.image_size)
-            )
+            out.append(_finish(open_image(data, settings.max_image_pixels), served))
         except ImageError as exc:
             out.append(as_api_error(exc))
     return out

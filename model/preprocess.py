@@ -92,8 +92,8 @@ def ink_map(image: Image.Image) -> tuple[np.ndarray, bool]:
         alpha = np.asarray(image.convert("RGBA"), dtype=np.float32)[..., 3] / 255.0
         if alpha.min() < 0.95:  # real transparency: the alpha channel is the drawing
             return alpha, False
-    gray = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
-    paper = float(np.median(_border(gray)))
+    gray = np.asarray(image if image.mode == "L" else image.convert("L"), dtype=np.float32) / 255.0
+    paper = _median(_border(gray))
     inverted = paper > 0.5
     ink = 1.0 - gray if inverted else gray
     background = 1.0 - paper if inverted else paper
@@ -109,20 +109,22 @@ def center_digit(ink: np.ndarray, size: int = 28, box: int = 20) -> np.ndarray:
     Raises:
         ImageError: ``no_digit`` when the picture has no ink at all (blank or uniform).
     """
-    rows = np.flatnonzero((ink > _INK_THRESHOLD).any(axis=1))
-    cols = np.flatnonzero((ink > _INK_THRESHOLD).any(axis=0))
+    mask = ink > _INK_THRESHOLD
+    rows = np.flatnonzero(mask.any(axis=1))
     if rows.size == 0:
         raise ImageError("no_digit", "no digit found: the image is blank or has no contrast")
+    cols = np.flatnonzero(mask.any(axis=0))
     crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     h, w = crop.shape
     scale = box / max(h, w)
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
-    fitted = Image.fromarray(crop.astype(np.float32), mode="F").resize((new_w, new_h), Image.Resampling.LANCZOS)
+    fitted = Image.fromarray(np.ascontiguousarray(crop, dtype=np.float32))  # float32 -> mode "F"
+    fitted = fitted.resize((new_w, new_h), Image.Resampling.LANCZOS)
     digit = np.clip(np.asarray(fitted, dtype=np.float32), 0.0, 1.0)
     cy, cx = center_of_mass(digit)
     # shift so the mass lands on the canvas centre, keeping the whole digit inside the canvas
-    top = int(np.clip(round(size / 2 - cy), 0, size - new_h))
-    left = int(np.clip(round(size / 2 - cx), 0, size - new_w))
+    top = min(max(round(size / 2 - cy), 0), size - new_h)
+    left = min(max(round(size / 2 - cx), 0), size - new_w)
     canvas = np.zeros((size, size), dtype=np.float32)
     canvas[top : top + new_h, left : left + new_w] = digit
     return canvas
@@ -165,8 +167,17 @@ def center_of_mass(a: np.ndarray) -> tuple[float, float]:
     MNIST's convention: its digits have this at (14, 14) of 28x28 (measured: 14.0 +- 0.3).
     """
     total = float(a.sum())
-    ys, xs = np.indices(a.shape, dtype=np.float64)
-    return float((ys * a).sum() / total), float((xs * a).sum() / total)
+    rows, cols = a.sum(axis=1, dtype=np.float64), a.sum(axis=0, dtype=np.float64)
+    return float(rows @ np.arange(len(rows))) / total, float(cols @ np.arange(len(cols))) / total
+
+
+def _median(a: np.ndarray) -> float:
+    """``np.median`` of a 1-D array, without its overhead (a few microseconds instead of ~20)."""
+    k = a.size // 2
+    if a.size % 2:
+        return float(np.partition(a, k)[k])
+    part = np.partition(a, (k - 1, k))
+    return float((part[k - 1] + part[k]) / 2)
 
 
 def _formats() -> str:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model.preprocess import ImageError, center_of_mass, decode_image, prepare, prepare_bytes
+from model.preprocess import ImageError, _median, center_of_mass, decode_image, prepare, prepare_bytes
 
 
 def _png(array: np.ndarray, mode: str | None = None) -> bytes:
@@ -108,3 +108,15 @@ def test_preprocess_rgb_checkpoint_gets_three_channels():
     canvas[5:23, 12:16] = 255
     p = prepare(Image.fromarray(canvas), mean=(0.1,) * 3, std=(0.3,) * 3)
     assert p.tensor.shape == (3, 28, 28)
+
+
+@pytest.mark.parametrize("size", [1, 2, 7, 112, 113])
+def test_fast_median_is_numpy_median(size: int) -> None:
+    values = np.random.default_rng(size).random(size).astype(np.float32)
+    assert _median(values) == pytest.approx(float(np.median(values)), abs=1e-7)
+
+
+def test_center_of_mass_matches_the_definition() -> None:
+    a = np.random.default_rng(0).random((20, 14))
+    ys, xs = np.indices(a.shape)
+    assert center_of_mass(a) == pytest.approx(((ys * a).sum() / a.sum(), (xs * a).sum() / a.sum()))

@@ -7,7 +7,9 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 import torch
+from fastapi import Response
 from PIL import Image
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from app.batcher import MicroBatcher, QueueFullError
@@ -106,3 +108,13 @@ def prediction(
         sha256=served.checkpoint.sha256,
         latency_ms=round(latency_ms, 3),
     )
+
+
+def json_response(body: BaseModel) -> Response:
+    """``body`` serialised once, by pydantic-core, straight to bytes.
+
+    Returning a model from a route makes FastAPI validate it again against ``response_model`` and
+    then encode it; the routes still declare ``response_model`` for the OpenAPI schema, but hand
+    back the bytes of a model that was built valid.
+    """
+    return Response(body.model_dump_json(), media_type="application/json")

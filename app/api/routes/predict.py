@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from app.api.images import infer, infer_many, prediction, preprocess, preprocess_many
+from app.api.images import infer, infer_many, json_response, prediction, preprocess, preprocess_many
 from app.deps import ModelDep, SettingsDep
 from app.errors import ERROR_RESPONSES, ApiError
 from app.schemas import BatchItemError, BatchItemOut, BatchOut, PredictionOut
@@ -51,16 +51,17 @@ BATCH_BODY: dict[str, Any] = {
 
 
 @router.post("/predict", response_model=PredictionOut, responses=ERROR_RESPONSES, openapi_extra=SINGLE_IMAGE_BODY)
-async def predict(request: Request, served: ModelDep, settings: SettingsDep, top_k: TopKQuery = 3) -> PredictionOut:
+async def predict(request: Request, served: ModelDep, settings: SettingsDep, top_k: TopKQuery = 3) -> Response:
     """Classify one digit image."""
     start = time.perf_counter()
     prepared = await preprocess(await read_single_image(request), served, settings)
     result = await infer(served.predict, prepared, settings)
-    return prediction(result.probabilities, served, prepared, top_k, (time.perf_counter() - start) * 1000)
+    latency_ms = (time.perf_counter() - start) * 1000
+    return json_response(prediction(result.probabilities, served, prepared, top_k, latency_ms))
 
 
 @router.post("/predict/batch", response_model=BatchOut, responses=ERROR_RESPONSES, openapi_extra=BATCH_BODY)
-async def predict_batch(request: Request, served: ModelDep, settings: SettingsDep, top_k: TopKQuery = 3) -> BatchOut:
+async def predict_batch(request: Request, served: ModelDep, settings: SettingsDep, top_k: TopKQuery = 3) -> Response:
     """Classify many images; a bad image gets its own error entry, the others their answers."""
     start = time.perf_counter()
     files = await read_batch_images(request, settings.max_batch_files)
@@ -77,4 +78,4 @@ async def predict_batch(request: Request, served: ModelDep, settings: SettingsDe
         else:
             pred = prediction(next(answers).probabilities, served, item, top_k, latency_ms)
             results.append(BatchItemOut(index=index, filename=name, prediction=pred))
-    return BatchOut(results=results, model_id=served.id, latency_ms=round(latency_ms, 3))
+    return json_response(BatchOut(results=results, model_id=served.id, latency_ms=round(latency_ms, 3)))

@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Load and warm up the models in the background: /healthz answers at once, /readyz once done."""
+    """Load and warm up the models: in the background (/healthz answers at once, /readyz once done),
+    or before uvicorn starts listening if ``load_before_listen``."""
     state = app.state
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
 
@@ -44,9 +45,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             log.exception("model loading failed")
             state.status = f"model loading failed: {exc}"
 
-    task = asyncio.create_task(load())
+    task: asyncio.Task[None] | None = None
+    if state.settings.load_before_listen:
+        await load()  # uvicorn starts listening only once the lifespan's startup is done
+    else:
+        task = asyncio.create_task(load())
     yield
-    task.cancel()
+    if task is not None:
+        task.cancel()
     if state.registry is not None:
         await state.registry.stop()
     executor.shutdown(wait=False, cancel_futures=True)

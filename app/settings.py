@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="bind address for `python -m app`")
     port: int = Field(8000, ge=1, le=65535, description="port for `python -m app`")
     workers: int = Field(2, ge=1, description="uvicorn worker processes (each loads the models)")
+    load_before_listen: bool = Field(
+        False,
+        description="load and warm up the models before taking connections (always, for the workers of a "
+        "multi-worker `python -m app`); false: /healthz answers while they load",
+    )
     log_level: str = Field("info", description="debug | info | warning | error")
 
     @field_validator("checkpoints", "cors_origins", mode="before")

@@ -3,12 +3,14 @@
 Runs, in one go on this machine:
   1. the service (``python -m app``) and the naive endpoint (``bench/naive_app.py``), each in its own
      uvicorn process, loaded with wrk (one thread, so the load generator does not starve the
-     server) at concurrency 1, 8, 32 and 128 on ``POST /v1/predict`` with a real MNIST digit PNG;
+     server) at concurrency 1, 8, 32 and 128 on ``POST /v1/predict`` with a real MNIST digit PNG,
+     the two alternating, each figure the median of ``--repeat`` runs (a shared VM is noisy: the
+     same run varies by a third from one minute to the next);
   2. ``POST /v1/predict/batch`` with 32 images per request, in images/s;
   3. the in-process ceiling: the model alone on preprocessed batches of 32, in images/s.
 Prints a table and the ratios the targets are stated in. Needs wrk (``apt-get install wrk``).
 
-    .venv/bin/python bench/serve_load.py [--duration 10] [--checkpoint checkpoints/vit-digits.safetensors]
+    .venv/bin/python bench/serve_load.py [--duration 10] [--repeat 3] [--checkpoint checkpoints/vit-digits.safetensors]
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -89,6 +92,13 @@ def wrk(url: str, body: Path, content_type: str, connections: int, duration: int
     return result
 
 
+def median_run(results: list[dict[str, float]]) -> dict[str, float]:
+    """Each figure's median over repeated runs, and the spread of p99 (shared machines are noisy)."""
+    out = {key: statistics.median(r[key] for r in results) for key in results[0]}
+    out["p99_min"], out["p99_max"] = min(r["p99"] for r in results), max(r["p99"] for r in results)
+    return out
+
+
 def multipart_body(png: bytes, count: int) -> tuple[bytes, str]:
     boundary = "vitdigitsbenchboundary"
     parts = [
@@ -121,6 +131,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128])
     parser.add_argument("--batch-images", type=int, default=32)
     parser.add_argument(
+        "--repeat", type=int, default=3, help="runs per figure; the median of each is printed (default 3)"
+    )
+    parser.add_argument(
         "--env",
         action="append",
         default=[],
@@ -143,7 +156,6 @@ def main() -> None:
     batch_body, batch_type = multipart_body(png, args.batch_images)
     (work / "batch.bin").write_bytes(batch_body)
     python = sys.executable
-    rows: dict[str, dict[int, dict[str, float]]] = {"service": {}, "naive": {}}
     port = free_port()
     env = {
         **dict(item.split("=", 1) for item in args.env),
@@ -151,30 +163,41 @@ def main() -> None:
         "VIT_DIGITS_PORT": str(port),
         "VIT_DIGITS_LOG_LEVEL": "warning",
     }
-    with server([python, "-m", "app"], env, port) as base:
+    naive_port = free_port()
+    naive_cmd = [python, "-m", "uvicorn", "bench.naive_app:app", "--port", str(naive_port), "--log-level", "warning"]
+    runs: dict[str, dict[int, list[dict[str, float]]]] = {"service": {}, "naive": {}}
+    batch_runs = []
+    with (
+        server([python, "-m", "app"], env, port) as base,
+        server(naive_cmd, {"VIT_DIGITS_CHECKPOINT": str(args.checkpoint)}, naive_port) as naive,
+    ):
+        urls = {"service": f"{base}/v1/predict", "naive": f"{naive}/v1/predict"}
         for c in args.concurrency:
-            wrk(f"{base}/v1/predict", work / "digit.png", "image/png", c, 2)  # warm-up
-            rows["service"][c] = wrk(f"{base}/v1/predict", work / "digit.png", "image/png", c, args.duration)
-        batch = wrk(f"{base}/v1/predict/batch", work / "batch.bin", batch_type, 4, args.duration)
-    port = free_port()
-    naive_cmd = [python, "-m", "uvicorn", "bench.naive_app:app", "--port", str(port), "--log-level", "warning"]
-    with server(naive_cmd, {"VIT_DIGITS_CHECKPOINT": str(args.checkpoint)}, port) as base:
-        for c in args.concurrency:
-            wrk(f"{base}/v1/predict", work / "digit.png", "image/png", c, 2)
-            rows["naive"][c] = wrk(f"{base}/v1/predict", work / "digit.png", "image/png", c, args.duration)
+            for url in urls.values():
+                wrk(url, work / "digit.png", "image/png", c, 2)  # warm-up
+            for _ in range(args.repeat):  # alternating, so that drift in the machine hits both alike
+                for name, url in urls.items():
+                    runs[name].setdefault(c, []).append(wrk(url, work / "digit.png", "image/png", c, args.duration))
+        for _ in range(args.repeat):
+            batch_runs.append(wrk(f"{base}/v1/predict/batch", work / "batch.bin", batch_type, 4, args.duration))
+    rows = {name: {c: median_run(rs) for c, rs in by_c.items()} for name, by_c in runs.items()}
+    batch = median_run(batch_runs)
     top = ceiling(args.checkpoint, png, args.batch_images, args.duration)
 
     print(
         f"checkpoint {args.checkpoint.name}, torch {torch.__version__}, {os.cpu_count()} CPUs, "
-        f"{args.duration} s per run"
+        f"median of {args.repeat} runs of {args.duration} s each"
     )
     print(f"service settings: {' '.join(args.env) or 'defaults'}")
-    print(f"{'endpoint':<22}{'conc':>5}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'errors':>8}")
+    print(
+        f"{'endpoint':<22}{'conc':>5}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'p99 range':>15}{'errors':>8}"
+    )
     for name, label in (("service", "service /v1/predict"), ("naive", "naive /v1/predict")):
         for c, r in rows[name].items():
+            spread = f"{r['p99_min']:.0f}-{r['p99_max']:.0f}"
             print(
                 f"{label:<22}{c:>5}{r['rps']:>9.0f}{r['p50']:>9.1f}{r['p95']:>9.1f}{r['p99']:>9.1f}"
-                f"{r['errors'] + r['non2xx']:>8.0f}"
+                f"{spread:>15}{r['errors'] + r['non2xx']:>8.0f}"
             )
     batch_ips = batch["rps"] * args.batch_images
     print(

@@ -77,6 +77,14 @@ def test_readyz_reports_why_loading_failed(make_client, tmp_path):
     assert client.post("/v1/predict", content=b"x", headers=PNG).status_code == 503
 
 
+def test_load_before_listen_is_ready_as_soon_as_started(make_client, tmp_path):
+    client = make_client(load_before_listen=True, _no_wait=True)
+    assert client.get("/readyz").status_code == 200  # the lifespan's startup waited for the models
+    (tmp_path / "broken.safetensors").write_bytes(b"garbage")
+    broken = make_client(checkpoints=[tmp_path / "broken.safetensors"], load_before_listen=True, _no_wait=True)
+    assert "model loading failed" in broken.get("/readyz").json()["error"]["message"]  # reported, not raised
+
+
 def test_api_key_protects_v1_only(make_client, digit_png):
     client = make_client(api_key="s3cret")
     r = client.post("/v1/predict", content=digit_png, headers=PNG)

@@ -14,11 +14,13 @@ listens, so the port opens once the first worker is ready.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from multiprocessing.process import BaseProcess
@@ -35,6 +37,7 @@ log = logging.getLogger(__name__)
 STOP_TIMEOUT_S = 30.0  # how long a worker may take to finish its requests before it is killed
 QUICK_EXIT_S = 10.0  # a worker that dies sooner than this after starting counts as failing
 MAX_QUICK_EXITS = 5  # consecutive quick deaths of one worker before the supervisor gives up
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 def reuseport_socket(host: str, port: int) -> socket.socket:
@@ -68,16 +71,26 @@ def _address(host: str, port: int) -> tuple[socket.AddressFamily, socket.SocketK
     return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
 
 
-def serve_worker(host: str, port: int, log_level: str) -> None:
+def serve_worker(host: str, port: int, log_level: str, supervisor: int) -> None:
     """One worker process: its own socket, one uvicorn server, the app from ``app.asgi``.
 
     The worker listens only once its models are loaded and warmed up, so that a restarted worker
     takes no connections it cannot answer yet.
     """
+    _die_with(supervisor)
     configure_logging(log_level)
     os.environ["VIT_DIGITS_LOAD_BEFORE_LISTEN"] = "true"
     config = uvicorn.Config("app.asgi:app", log_config=None, access_log=False)
     uvicorn.Server(config).run(sockets=[reuseport_socket(host, port)])
+
+
+def _die_with(supervisor: int) -> None:
+    """On Linux, have the kernel SIGTERM this worker when the supervisor dies, even by SIGKILL,
+    rather than leave it serving as an orphan that still holds the port."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != supervisor:  # it died before prctl took effect
+        raise SystemExit(0)
 
 
 class Supervisor:
@@ -123,7 +136,7 @@ class Supervisor:
     def _start(self, index: int) -> BaseProcess:
         s = self.settings
         process = self._context.Process(
-            target=serve_worker, args=(s.host, s.port, s.log_level), name=f"vit-digits-worker-{index}"
+            target=serve_worker, args=(s.host, s.port, s.log_level, os.getpid()), name=f"vit-digits-worker-{index}"
         )
         process.start()
         return process

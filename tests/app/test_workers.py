@@ -117,3 +117,14 @@ def test_an_address_in_use_is_a_clear_error(tiny_checkpoint):
         with supervisor(tiny_checkpoint, taken.getsockname()[1], stderr=subprocess.PIPE) as proc:
             assert proc.wait(timeout=30) == 1
             assert b"already in use" in proc.stderr.read()
+
+
+def test_workers_do_not_outlive_a_killed_supervisor(tiny_checkpoint):
+    port = free_port()
+    with supervisor(tiny_checkpoint, port) as proc:
+        wait_ready(lambda path: httpx.get(f"http://127.0.0.1:{port}{path}", timeout=2))
+        children = workers(proc.pid)
+        assert len(children) == 2
+        proc.kill()  # SIGKILL: no chance to stop its workers itself
+        proc.wait(timeout=10)
+        wait_for(lambda: not any(_cmdline(pid) for pid in children), timeout=40)

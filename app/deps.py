@@ -33,8 +33,10 @@ async def get_registry(request: Request) -> Registry:
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="required when the server sets one")
 
 
-async def require_api_key(request: Request, key: Annotated[str | None, Depends(_api_key_header)]) -> None:
-    expected = (await get_settings(request)).api_key
+async def require_api_key(
+    settings: Annotated[Settings, Depends(get_settings)], key: Annotated[str | None, Depends(_api_key_header)]
+) -> None:
+    expected = settings.api_key
     if expected and not (key and secrets.compare_digest(key.encode(), expected.encode())):
         raise ApiError(401, "unauthorized", "missing or wrong X-API-Key header")
 

@@ -135,9 +135,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     base = TrainConfig(**preset)
     model = dataclasses.replace(base.model, **_given(args, _MODEL_FLAGS))
     augment = (
-        AugmentConfig(0, 0, 0, 0)
-        if args.no_augment
-        else dataclasses.replace(base.augment, **_given(args, _AUGMENT_FLAGS))
+        AugmentConfig.off() if args.no_augment else dataclasses.replace(base.augment, **_given(args, _AUGMENT_FLAGS))
     )
     train = _given(args, _TRAIN_FLAGS)
     return dataclasses.replace(

@@ -25,6 +25,11 @@ class AugmentConfig:
     def enabled(self) -> bool:
         return any((self.rotate, self.translate, self.scale, self.shear))
 
+    @classmethod
+    def off(cls) -> AugmentConfig:
+        """No augmentation at all."""
+        return cls(rotate=0.0, translate=0.0, scale=0.0, shear=0.0)
+
 
 @dataclass(frozen=True)
 class TrainConfig:

@@ -12,7 +12,16 @@ from typing import Any
 import torch
 
 from app.batcher import MicroBatcher
-from app.inference import AttentionResult, Prediction, WithAttention, attention_fn, compile_runner, predict_fn
+from app.inference import (
+    AttentionResult,
+    Prediction,
+    Runtime,
+    WithAttention,
+    attention_fn,
+    build_runner,
+    predict_fn,
+    resolve_runtime,
+)
 from app.metrics import Metrics
 from app.settings import Settings
 from model.checkpoint import LoadedCheckpoint, load_checkpoint
@@ -66,6 +75,7 @@ class ServedModel:
             "sha256": self.checkpoint.sha256,
             "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."),
+            "runtime": self.loaded.runtime,
         }
 
 
@@ -103,6 +113,7 @@ class LoadedModel:
     checkpoint: LoadedCheckpoint
     device: torch.device
     dtype: torch.dtype
+    runtime: Runtime
     predict: Callable[[torch.Tensor], list[Prediction]]
     attention: Callable[[torch.Tensor], list[AttentionResult]]
 
@@ -113,19 +124,24 @@ def load_models(settings: Settings) -> list[LoadedModel]:
         torch.set_num_threads(settings.torch_threads)
     device = resolve_device(settings.device)
     dtype = torch.float16 if settings.half and device.type == "cuda" else torch.float32
+    runtime = resolve_runtime(settings.runtime, device)
     loaded = []
     for path in checkpoint_files(settings.checkpoints):
         ckpt = load_checkpoint(path, device=device)
         model = ckpt.model.to(dtype)
         pre, chans = ckpt.meta.preprocess, ckpt.meta.config.in_chans
         example = torch.randn(4, chans, pre.image_size, pre.image_size, device=device, dtype=dtype)
-        predict = predict_fn(compile_runner(model, example, settings.jit), ckpt, device, dtype)
-        attention = attention_fn(compile_runner(WithAttention(model), example, settings.jit), ckpt, device, dtype)
+        predict_runner, used = build_runner(model, example, runtime, settings.torch_threads)
+        attention_runner, _ = build_runner(WithAttention(model), example, runtime, settings.torch_threads)
+        predict = predict_fn(predict_runner, ckpt, device, dtype)
+        attention = attention_fn(attention_runner, ckpt, device, dtype)
         for batch in sorted({1, max(settings.max_batch_size // 4, 1), settings.max_batch_size}):
             predict(example[:1].expand(batch, -1, -1, -1))  # warm-up: allocations, kernel choices
         attention(example[:1])
-        log.info("loaded model", extra={"model": path.stem, "device": str(device), "sha256": ckpt.sha256})
-        loaded.append(LoadedModel(path.stem, ckpt, device, dtype, predict, attention))
+        log.info(
+            "loaded model", extra={"model": path.stem, "device": str(device), "runtime": used, "sha256": ckpt.sha256}
+        )
+        loaded.append(LoadedModel(path.stem, ckpt, device, dtype, used, predict, attention))
     return loaded
 
 

@@ -68,6 +68,7 @@ class ModelOut(BaseModel):
     sha256: str
     device: str
     dtype: str
+    runtime: str = Field(description="what runs the model: onnxruntime, torchscript or eager", examples=["onnxruntime"])
 
 
 class ModelsOut(BaseModel):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -23,7 +23,11 @@ class Settings(BaseSettings):
     default_model: str | None = Field(None, description="id (file stem) of the default model; first if unset")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     half: bool = Field(False, description="fp16 weights and inputs on CUDA (ignored on CPU)")
-    jit: bool = Field(True, description="serve a frozen TorchScript trace (checked against eager); false: eager")
+    runtime: Literal["auto", "onnxruntime", "torchscript", "eager"] = Field(
+        "auto",
+        description="how the model runs: auto = onnxruntime on CPU, torchscript on CUDA (each checked against "
+        "eager at load, falling back to the next)",
+    )
     # 2 workers x 1 thread measured best on 2 cores (bench/serve_load.py; README "Performance")
     torch_threads: int = Field(1, ge=0, description="torch intra-op threads per worker; 0 = torch's default")
     max_batch_size: int = Field(32, ge=1, le=1024, description="most images in one forward pass")

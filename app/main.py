@@ -9,14 +9,13 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app.api.routes import attention, health, models, page, predict
-from app.deps import require_api_key
 from app.errors import install_error_handlers
 from app.metrics import Metrics
-from app.middleware import RequestContextMiddleware
+from app.middleware import ApiKeyMiddleware, RequestContextMiddleware, document_api_key
 from app.registry import build_registry, load_models
 from app.settings import Settings
 from app.uploads import BodyLimitMiddleware
@@ -71,12 +70,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry = None
     app.state.status = "loading models"
     install_error_handlers(app)
-    v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
+    v1 = APIRouter(prefix="/v1")
     for module in (predict, attention, models):
         v1.include_router(module.router)
     app.include_router(v1)
     app.include_router(health.router)
     app.include_router(page.router)
+    document_api_key(app)
+    # Middleware added later wraps what was added before: from the outside in, request context,
+    # body limit, CORS (so that preflights need no key), API key.
+    if app.state.settings.api_key:
+        app.add_middleware(ApiKeyMiddleware, key=app.state.settings.api_key)
     if app.state.settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -1,13 +1,17 @@
-"""Request ids, access logs and request metrics, as one pure-ASGI middleware (cheap per request)."""
+"""Pure-ASGI middleware (cheap per request): request ids, access logs and metrics; the API key."""
 
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 import uuid
+from typing import Any
 
+from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.errors import send_error
 from app.logs import request_id_var
 from app.metrics import Metrics
 
@@ -70,3 +74,48 @@ class RequestContextMiddleware:
                     },
                 )
             request_id_var.reset(token)
+
+
+class ApiKeyMiddleware:
+    """401 ``unauthorized`` for a request under ``/v1/`` without the right ``X-API-Key`` header.
+
+    Installed only when the server has a key. It answers before routing, so a rejected request
+    costs no parameter parsing and no body reading; CORS preflights are answered outside it.
+    """
+
+    def __init__(self, app: ASGIApp, key: str):
+        self.app, self.key = app, key.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
+            given = next((value for name, value in scope["headers"] if name == b"x-api-key"), b"")
+            if not secrets.compare_digest(given, self.key):
+                await send_error(send, 401, "unauthorized", "missing or wrong X-API-Key header")
+                return
+        await self.app(scope, receive, send)
+
+
+API_KEY_SCHEME = {
+    "type": "apiKey",
+    "in": "header",
+    "name": "X-API-Key",
+    "description": "required when the server sets one",
+}
+
+
+def document_api_key(app: FastAPI) -> None:
+    """Declare the ``X-API-Key`` scheme on every ``/v1/`` operation of the OpenAPI schema (the
+    check itself is :class:`ApiKeyMiddleware`, which FastAPI cannot see)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            schema.setdefault("components", {}).setdefault("securitySchemes", {})["APIKeyHeader"] = API_KEY_SCHEME
+            for path, operations in schema["paths"].items():
+                if path.startswith("/v1/"):
+                    for operation in operations.values():
+                        operation["security"] = [{"APIKeyHeader": []}]
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -6,7 +6,7 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import ApiError, error_body
+from app.errors import ApiError, send_error
 
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/bmp", "image/webp", "image/tiff")
 
@@ -32,9 +32,8 @@ class BodyLimitMiddleware:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await _send_json(
-                send, 413, error_body("payload_too_large", f"the request body exceeds the limit of {self.limit} bytes")
-            )
+            message = f"the request body exceeds the limit of {self.limit} bytes"
+            await send_error(send, 413, "payload_too_large", message, {"Connection": "close"})
             return
         received = 0
         started = False
@@ -57,25 +56,7 @@ class BodyLimitMiddleware:
             await self.app(scope, limited_receive, tracking_send)
         except BodyTooLargeError as exc:  # raised where no handler could turn it into a response
             if not started:
-                await _send_json(send, 413, error_body(exc.code, exc.message))
-
-
-async def _send_json(send: Send, status: int, body: object) -> None:
-    import json
-
-    payload = json.dumps(body).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(payload)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": payload})
+                await send_error(send, 413, exc.code, exc.message, {"Connection": "close"})
 
 
 def _media_type(request: Request) -> str:

@@ -93,6 +93,19 @@ def test_api_key_protects_v1_only(make_client, digit_png):
     assert client.post("/v1/predict", content=digit_png, headers={**PNG, "X-API-Key": "wrong"}).status_code == 401
     assert client.post("/v1/predict", content=digit_png, headers={**PNG, "X-API-Key": "s3cret"}).status_code == 200
     assert client.get("/healthz").status_code == 200 and client.get("/metrics").status_code == 200
+    assert 'route="/v1/predict",status="401"} 2.0' in client.get("/metrics").text  # counted, with a request id
+    spec = client.get("/openapi.json").json()
+    assert spec["components"]["securitySchemes"]["APIKeyHeader"]["name"] == "X-API-Key"
+    assert spec["paths"]["/v1/predict"]["post"]["security"] == [{"APIKeyHeader": []}]
+    assert "security" not in spec["paths"]["/healthz"]["get"]
+
+
+def test_cors_preflight_needs_no_api_key(make_client):
+    client = make_client(api_key="s3cret", cors_origins=["https://example.org"])
+    r = client.options(
+        "/v1/predict", headers={"Origin": "https://example.org", "Access-Control-Request-Method": "POST"}
+    )
+    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "https://example.org"
 
 
 def test_cors_is_configurable(make_client):

@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.images import infer, prediction, preprocess
 from app.api.routes.predict import SINGLE_IMAGE_BODY, TopKQuery
-from app.deps import ModelDep, SettingsDep
+from app.deps import ModelQuery, model_of, settings_of
 from app.errors import ERROR_RESPONSES
 from app.render import heatmap_png
 from app.schemas import AttentionOut, LayerAttention
@@ -32,15 +32,15 @@ def _rounded(grid: list[list[float]]) -> list[list[float]]:
 )
 async def attention(
     request: Request,
-    served: ModelDep,
-    settings: SettingsDep,
     top_k: TopKQuery = 3,
+    model: ModelQuery = None,
     layers: Annotated[Literal["none", "all"], Query(description="`all` adds every layer's and head's map")] = "none",
     fmt: Annotated[Literal["json", "png"], Query(alias="format", description="`png`: heatmap over the digit")] = "json",
     which: Annotated[Literal["rollout", "cls"], Query(alias="map", description="which map the PNG shows")] = "rollout",
 ) -> AttentionOut | Response:
     """Classify one digit and show where the model looked: attention rollout and CLS attention."""
     start = time.perf_counter()
+    served, settings = model_of(request, model), settings_of(request)
     prepared = await preprocess(await read_single_image(request), served, settings)
     result = await infer(served.attention, prepared, settings)
     if fmt == "png":

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
-from app.deps import RegistryDep
+from app.deps import registry_of
 from app.schemas import ModelOut, ModelsOut
 
 router = APIRouter(tags=["models"])
 
 
 @router.get("/models", response_model=ModelsOut)
-async def list_models(registry: RegistryDep) -> ModelsOut:
+async def list_models(request: Request) -> ModelsOut:
     """Loaded models: architecture, parameters, test accuracy, training date, checkpoint sha256."""
+    registry = registry_of(request)
     models = [
         ModelOut(**served.info(default=model_id == registry.default_id)) for model_id, served in registry.models.items()
     ]

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.api.images import infer, infer_many, json_response, prediction, preprocess, preprocess_many
-from app.deps import ModelDep, SettingsDep
+from app.deps import ModelQuery, model_of, settings_of
 from app.errors import ERROR_RESPONSES, ApiError
 from app.schemas import BatchItemError, BatchItemOut, BatchOut, PredictionOut
 from app.uploads import IMAGE_TYPES, read_batch_images, read_single_image
@@ -51,9 +51,10 @@ BATCH_BODY: dict[str, Any] = {
 
 
 @router.post("/predict", response_model=PredictionOut, responses=ERROR_RESPONSES, openapi_extra=SINGLE_IMAGE_BODY)
-async def predict(request: Request, served: ModelDep, settings: SettingsDep, top_k: TopKQuery = 3) -> Response:
+async def predict(request: Request, top_k: TopKQuery = 3, model: ModelQuery = None) -> Response:
     """Classify one digit image."""
     start = time.perf_counter()
+    served, settings = model_of(request, model), settings_of(request)
     prepared = await preprocess(await read_single_image(request), served, settings)
     result = await infer(served.predict, prepared, settings)
     latency_ms = (time.perf_counter() - start) * 1000
@@ -61,9 +62,10 @@ async def predict(request: Request, served: ModelDep, settings: SettingsDep, top
 
 
 @router.post("/predict/batch", response_model=BatchOut, responses=ERROR_RESPONSES, openapi_extra=BATCH_BODY)
-async def predict_batch(request: Request, served: ModelDep, settings: SettingsDep, top_k: TopKQuery = 3) -> Response:
+async def predict_batch(request: Request, top_k: TopKQuery = 3, model: ModelQuery = None) -> Response:
     """Classify many images; a bad image gets its own error entry, the others their answers."""
     start = time.perf_counter()
+    served, settings = model_of(request, model), settings_of(request)
     files = await read_batch_images(request, settings.max_batch_files)
     prepared = await run_in_threadpool(preprocess_many, [data for _, data in files], served, settings)
     good = [p for p in prepared if isinstance(p, Prepared)]

@@ -7,7 +7,8 @@ Runs, in one go on this machine:
      the two alternating, each figure the median of ``--repeat`` runs (a shared VM is noisy: the
      same run varies by a third from one minute to the next);
   2. ``POST /v1/predict/batch`` with 32 images per request, in images/s;
-  3. the in-process ceiling: the model alone on preprocessed batches of 32, in images/s.
+  3. the in-process ceiling: the model alone on preprocessed batches of 32, run as the service runs
+     it (ONNX Runtime on CPU) with every core in one process, in images/s.
 Prints a table and the ratios the targets are stated in. Needs wrk (``apt-get install wrk``).
 
     .venv/bin/python bench/serve_load.py [--duration 10] [--repeat 3] [--checkpoint checkpoints/vit-digits.safetensors]
@@ -36,6 +37,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from app.inference import build_runner, resolve_runtime  # noqa: E402
 from model.checkpoint import load_checkpoint  # noqa: E402
 from model.preprocess import prepare_bytes  # noqa: E402
 
@@ -111,17 +113,19 @@ def multipart_body(png: bytes, count: int) -> tuple[bytes, str]:
     return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
-def ceiling(checkpoint: Path, png: bytes, batch: int, seconds: float) -> float:
-    """Images/s of the model alone on preprocessed batches (no HTTP, no decoding)."""
+def ceiling(checkpoint: Path, png: bytes, batch: int, seconds: float) -> tuple[float, str]:
+    """Images/s of the model alone on preprocessed batches (no HTTP, no decoding), run the way the
+    service runs it (``runtime=auto``) but with every core in one process; and that runtime."""
     ckpt = load_checkpoint(checkpoint)
     x = torch.stack([prepare_bytes(png).tensor] * batch)
+    runner, runtime = build_runner(ckpt.model, x, resolve_runtime("auto", torch.device("cpu")), threads=0)
     with torch.inference_mode():
-        ckpt.model(x)
+        runner(x)
         n, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
-            ckpt.model(x)
+            runner(x)
             n += batch
-    return n / (time.perf_counter() - start)
+    return n / (time.perf_counter() - start), runtime
 
 
 def main() -> None:
@@ -182,7 +186,7 @@ def main() -> None:
             batch_runs.append(wrk(f"{base}/v1/predict/batch", work / "batch.bin", batch_type, 4, args.duration))
     rows = {name: {c: median_run(rs) for c, rs in by_c.items()} for name, by_c in runs.items()}
     batch = median_run(batch_runs)
-    top = ceiling(args.checkpoint, png, args.batch_images, args.duration)
+    top, runtime = ceiling(args.checkpoint, png, args.batch_images, args.duration)
 
     print(
         f"checkpoint {args.checkpoint.name}, torch {torch.__version__}, {os.cpu_count()} CPUs, "
@@ -204,7 +208,7 @@ def main() -> None:
         f"service /v1/predict/batch ({args.batch_images} images/request, 4 connections): {batch_ips:.0f} images/s, "
         f"p99 {batch['p99']:.1f} ms"
     )
-    print(f"in-process ceiling (model alone, batches of {args.batch_images}): {top:.0f} images/s")
+    print(f"in-process ceiling (model alone, {runtime}, all cores, batches of {args.batch_images}): {top:.0f} images/s")
     if 32 in rows["service"]:
         s, n = rows["service"][32], rows["naive"][32]
         print(

@@ -33,22 +33,39 @@ def as_api_error(exc: ImageError) -> ApiError:
 INLINE_PIXELS = 256 * 256
 
 
-def _finish(image: Image.Image, served: ServedModel) -> Prepared:
-    """Decode the pixels of an opened image and normalise them as the model was trained."""
+def _finish(image: Image.Image, served: ServedModel) -> Prepared | ApiError:
+    """Decode the pixels of an opened image and normalise them as the model was trained; a bad
+    image's error is returned, not raised (see :func:`preprocess`)."""
     pre = served.checkpoint.meta.preprocess
-    return prepare(load_image(image), pre.mean, pre.std, pre.image_size)
+    try:
+        return prepare(load_image(image), pre.mean, pre.std, pre.image_size)
+    except ImageError as exc:
+        return as_api_error(exc)
 
 
 async def preprocess(data: bytes, served: ServedModel, settings: Settings) -> Prepared:
-    """Decode and normalise (inline if small, else in a worker thread); problems become 4xx errors."""
+    """Decode and normalise (inline if small, else in a worker thread); problems become 4xx errors.
+
+    An exception raised in the worker thread would come back through anyio inside a reference
+    cycle holding the upload and the half-decoded image, freed only by the next garbage collection
+    (which ``app.main`` makes rarer); so the error comes back as a value, and is raised here
+    without this frame keeping a reference to it.
+    """
     try:
         image = open_image(data, settings.max_image_pixels)  # header only: format and pixel cap
-        width, height = image.size
-        if width * height <= INLINE_PIXELS:
-            return _finish(image, served)
-        return await run_in_threadpool(_finish, image, served)
     except ImageError as exc:
         raise as_api_error(exc) from exc
+    width, height = image.size
+    if width * height <= INLINE_PIXELS:
+        result = _finish(image, served)
+    else:
+        result = await run_in_threadpool(_finish, image, served)
+    if isinstance(result, Prepared):
+        return result
+    try:
+        raise result
+    finally:
+        del result
 
 
 def preprocess_many(images: list[bytes], served: ServedModel, settings: Settings) -> list[Prepared | ApiError]:
@@ -56,9 +73,11 @@ def preprocess_many(images: list[bytes], served: ServedModel, settings: Settings
     out: list[Prepared | ApiError] = []
     for data in images:
         try:
-            out.append(_finish(open_image(data, settings.max_image_pixels), served))
+            image = open_image(data, settings.max_image_pixels)
         except ImageError as exc:
             out.append(as_api_error(exc))
+            continue
+        out.append(_finish(image, served))
     return out
 
 

@@ -124,3 +124,25 @@ def test_predict_large_photo_goes_through_the_worker_path(client):
     Image.fromarray(photo).save(buf, "JPEG", quality=90)
     r = client.post("/v1/predict", files={"file": ("photo.jpg", buf.getvalue(), "image/jpeg")})
     assert r.status_code == 200 and r.json()["inverted"] is True
+
+
+@pytest.mark.parametrize("size", [64, 600])  # decoded on the event loop, and in a worker thread
+def test_a_bad_upload_is_freed_at_once_not_at_the_next_garbage_collection(client, size):
+    """The service collects garbage rarely (app.main); an error must not leave the upload or the
+    half-decoded image in a reference cycle that only a collection would free."""
+    import gc
+
+    noise = np.random.default_rng(0).integers(0, 255, (size, size, 3), dtype=np.uint8)
+    truncated = png_bytes(noise)[: size * size]  # the header is fine, the pixel data stops early
+    client.post("/v1/predict", content=truncated, headers=PNG)  # warm-up
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        r = client.post("/v1/predict", content=truncated, headers=PNG)
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_image"
+        gc.collect()
+        held = [o for o in gc.garbage if isinstance(o, Image.Image | bytes) and not isinstance(o, type)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    assert held == []

@@ -21,6 +21,7 @@ from app.settings import Settings
 from app.uploads import BodyLimitMiddleware
 
 log = logging.getLogger(__name__)
+YOUNG_GC_THRESHOLD = 20_000  # allocations between collections of the youngest generation (CPython: 700)
 
 
 @asynccontextmanager
@@ -39,6 +40,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             # walking it again and again, which showed up as pauses in the latency tail.
             gc.collect()
             gc.freeze()
+            # Collections hold the GIL, pausing the event loop and the batch's post-processing. At
+            # the default threshold (700) one worker spent 229 ms of an 8 s run at concurrency 32
+            # in 1,005 collections (6 of them full); at 20,000 there were none in the same run.
+            # Three A/B runs of 6-8 alternating rounds: +9-11% req/s, p99 about 3-6 ms lower.
+            # Reference cycles are still collected, only later.
+            gc.set_threshold(YOUNG_GC_THRESHOLD, *gc.get_threshold()[1:])
             state.status = "ready"
         except Exception as exc:  # reported by /readyz, which keeps the service out of rotation
             log.exception("model loading failed")

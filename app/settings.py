@@ -29,7 +29,9 @@ class Settings(BaseSettings):
         "eager at load, falling back to the next)",
     )
     # 2 workers x 1 thread measured best on 2 cores (bench/serve_load.py; README "Performance")
-    torch_threads: int = Field(1, ge=0, description="torch intra-op threads per worker; 0 = torch's default")
+    torch_threads: int = Field(
+        1, ge=0, description="intra-op threads per worker, for torch and ONNX Runtime; 0 = their default"
+    )
     max_batch_size: int = Field(32, ge=1, le=1024, description="most images in one forward pass")
     max_wait_ms: float = Field(
         0.0,

@@ -55,6 +55,9 @@ end
 """
 
 
+SETTLE_S = 2.0
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -91,6 +94,9 @@ def wrk(url: str, body: Path, content_type: str, connections: int, duration: int
     ).stdout
     result = json.loads(out.split("RESULT ", 1)[1].splitlines()[0])
     result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    # wrk stops sending, but the server still works through the requests it had taken (the naive
+    # one needs ~1.2 s for 128 of them): wait, so that this does not share the CPU with the next run
+    time.sleep(SETTLE_S)
     return result
 
 

@@ -59,9 +59,8 @@ def can_hand_over_connections() -> bool:
 
 def listening_socket(host: str, port: int) -> socket.socket:
     """A TCP socket bound to ``host:port``, not yet listening. Raises OSError if the address is taken."""
-    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[
-        0
-    ]
+    addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, kind, proto, _, address = addresses[0]
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -89,7 +88,9 @@ class HandedConnectionsServer(uvicorn.Server):
         self.channel.send(READY)
 
     def _protocol(self) -> asyncio.Protocol:
-        """What uvicorn's own listening server would make for each connection."""
+        """What uvicorn's own listening server makes for each connection. uvicorn has no public API
+        for serving an accepted socket, so this repeats the arguments ``Server.startup`` gives its
+        protocol class (uvicorn 0.54); tests/app/test_workers.py serves real requests through it."""
         config = self.config
         return config.http_protocol_class(  # type: ignore[call-arg, no-any-return]
             config=config, server_state=self.server_state, app_state=self.lifespan.state

@@ -233,11 +233,11 @@ class Supervisor:
             return
         except OSError:
             message = b""
-        if message == READY:
-            worker.ready = True
-            log.info("worker ready", extra={"worker": worker.index, "pid": worker.process.pid})
-        else:
+        if message != READY:
             self._forget(worker)
+            return
+        worker.ready = True
+        log.info("worker ready", extra={"worker": worker.index, "pid": worker.process.pid})
         self._update_accepting()
 
     def _forget(self, worker: Worker) -> None:

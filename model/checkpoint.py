@@ -7,6 +7,7 @@ Layout: the tensors are the model's ``state_dict``; the safetensors header metad
 - ``preprocess``: input size and the normalisation mean/std per channel,
 - ``labels``: the class names, in logit order,
 - ``training``: a free-form summary (accuracy, epochs, seed, dataset checksum, commit, versions),
+- ``calibration`` (optional): temperature and not-a-digit threshold (:mod:`model.calibration`),
 - ``weights_sha256``: a digest of the tensor bytes, so corruption inside the data is caught too.
 
 Loading parses JSON and raw tensor bytes only; nothing is ever unpickled.
@@ -27,6 +28,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from model.calibration import Calibration
 from model.config import ConfigError, ViTConfig
 from model.factory import build_model
 
@@ -56,6 +58,7 @@ class CheckpointMeta:
     preprocess: Preprocessing = field(default_factory=Preprocessing)
     labels: tuple[str, ...] = DIGIT_LABELS
     training: dict[str, Any] = field(default_factory=dict)
+    calibration: Calibration = field(default_factory=Calibration)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -67,6 +70,7 @@ class CheckpointMeta:
             },
             "labels": list(self.labels),
             "training": self.training,
+            "calibration": self.calibration.to_json(),
         }
 
 
@@ -184,11 +188,12 @@ def _meta_from_payload(path: Path, payload: dict[str, Any]) -> CheckpointMeta:
             std=tuple(float(s) for s in pre.get("std", Preprocessing.std)),
         )
         labels = tuple(str(label) for label in payload.get("labels", DIGIT_LABELS))
+        calibration = Calibration.from_json(payload.get("calibration") or {})
     except (KeyError, TypeError, ValueError, ConfigError) as exc:
         raise CheckpointError(f"{path}: invalid model metadata: {exc}") from exc
     if len(labels) != config.num_classes:
         raise CheckpointError(f"{path}: {len(labels)} labels for {config.num_classes} classes")
-    return CheckpointMeta(config, preprocess, labels, dict(payload.get("training", {})))
+    return CheckpointMeta(config, preprocess, labels, dict(payload.get("training", {})), calibration)
 
 
 def _load_weights(path: Path, model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:

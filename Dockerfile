@@ -69,4 +69,4 @@ COPY model/ model/
 COPY training/ training/
 ENV PYTHONUNBUFFERED=1
 ENTRYPOINT ["python", "-m", "training"]
-CMD ["train", "--preset", "shipped", "--data-dir", "/data", "--download", "--output", "/srv/checkpoints/vit-digits.safetensors"]
+CMD ["ship", "--data-dir", "/data", "--download", "--output", "/srv/checkpoints/vit-digits.safetensors"]

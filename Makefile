@@ -10,7 +10,7 @@ HOST ?= 0.0.0.0
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: venv serve test lint typecheck unit train evaluate card bench docker-smoke clean
+.PHONY: venv serve test lint typecheck unit train evaluate trust card bench docker-smoke clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,10 +37,13 @@ unit: venv
 test: lint typecheck unit
 
 train: venv
-	$(PY) -m training train --preset shipped --data-dir ../shared/data/mnist --output checkpoints/vit-digits.safetensors
+	$(PY) -m training ship --data-dir ../shared/data/mnist --output checkpoints/vit-digits.safetensors
 
 evaluate: venv
 	$(PY) -m training evaluate --data-dir ../shared/data/mnist
+
+trust: venv
+	$(PY) -m training trust --data-dir ../shared/data/mnist
 
 card: venv
 	$(PY) -m training card --data-dir ../shared/data/mnist --notes checkpoints/NOTES.md

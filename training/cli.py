@@ -52,6 +52,10 @@ _TRAIN_FLAGS = (
     "run_dir",
     "name",
     "output",
+    "init",
+    "outlier_weight",
+    "outliers_per_kind",
+    "typed_digits",
 )
 
 
@@ -63,9 +67,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub.add_parser("evaluate", help="score a checkpoint on MNIST test or on image files"))
     from training.card import add_arguments as add_card_arguments
     from training.experiments import add_arguments as add_experiment_arguments
+    from training.ship import add_arguments as add_ship_arguments
+    from training.trust import add_arguments as add_trust_arguments
 
     add_experiment_arguments(sub.add_parser("experiments", help="run a suite of comparison experiments"))
     add_card_arguments(sub.add_parser("card", help="write the model card of a checkpoint"))
+    add_ship_arguments(
+        sub.add_parser("ship", help="the shipped model's whole recipe: base, outlier exposure, trust --write")
+    )
+    add_trust_arguments(
+        sub.add_parser("trust", help="calibrate a checkpoint, fit its not-a-digit threshold, report both")
+    )
     return parser
 
 
@@ -94,6 +106,11 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     g.add_argument("--run-dir", type=Path)
     g.add_argument("--name", help="run name: outputs go to <run-dir>/<name>/")
     g.add_argument("--output", type=Path, help="also copy the best checkpoint here")
+    g.add_argument("--init", type=Path, help="start from this checkpoint's weights (same model config)")
+    o = p.add_argument_group("not-a-digit training (outlier exposure, see training/pictures.py)")
+    o.add_argument("--outlier-weight", type=float, help="weight of the uniform-target loss on non-digits; 0: off")
+    o.add_argument("--outliers-per-kind", type=int, help="non-digit pictures drawn per training kind")
+    o.add_argument("--typed-digits", type=int, help="typed digits added to the training digits")
     m = p.add_argument_group("model")
     m.add_argument("--patch-size", type=int)
     m.add_argument("--dim", type=int)
@@ -138,6 +155,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         AugmentConfig.off() if args.no_augment else dataclasses.replace(base.augment, **_given(args, _AUGMENT_FLAGS))
     )
     train = _given(args, _TRAIN_FLAGS)
+    if args.preset == "shipped" and "init" not in train and not args.resume:
+        raise ConfigError("the shipped recipe continues from the base model: pass --init runs/base/best.safetensors")
     return dataclasses.replace(
         base,
         model=model,
@@ -171,6 +190,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from training.evaluate import run_evaluate
 
             run_evaluate(args)
+        elif args.command == "ship":
+            from training.ship import run_ship
+
+            run_ship(args)
+        elif args.command == "trust":
+            from training.trust import run_trust
+
+            run_trust(args)
         elif args.command == "card":
             from training.card import run_card
 

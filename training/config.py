@@ -60,6 +60,12 @@ class TrainConfig:
     run_dir: Path = Path("runs")
     name: str = "default"
     output: Path | None = None  # also copy the best checkpoint here
+    init: Path | None = None  # start from this checkpoint's weights (same model config) instead of scratch
+    # outlier exposure (training/pictures.py): not-a-digit pictures of the training kinds, preprocessed
+    # as the service would, are mixed into every batch (half a batch's worth) with a uniform target
+    outlier_weight: float = 0.0  # weight of their loss; 0 turns outlier exposure off
+    outliers_per_kind: int = 2000
+    typed_digits: int = 0  # typed digits (shipped typefaces) added to the training digits
 
     def __post_init__(self) -> None:
         positive = ("epochs", "batch_size")
@@ -72,6 +78,8 @@ class TrainConfig:
             raise ConfigError(f"label_smoothing must be in [0, 1); got {self.label_smoothing}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay must be in [0, 1); got {self.ema_decay}")
+        if self.outlier_weight < 0 or self.outliers_per_kind < 1 or self.typed_digits < 0:
+            raise ConfigError("outlier_weight and typed_digits cannot be negative; outliers_per_kind must be >= 1")
         if self.val_size < 0 or self.limit < 0 or self.warmup_epochs < 0:
             raise ConfigError("val_size, limit and warmup_epochs cannot be negative")
         if self.amp not in ("auto", "none", "bf16", "fp16"):
@@ -83,23 +91,36 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        for key in ("data_dir", "run_dir", "output"):
+        for key in ("data_dir", "run_dir", "output", "init"):
             data[key] = None if data[key] is None else str(data[key])
         return data
 
 
-# The shipped model's recipe (see checkpoints/README.md): the default model with stochastic depth,
-# a long schedule, label smoothing and an EMA of the weights.
+# The shipped model's recipe (see checkpoints/README.md), in two stages. "base": the default model
+# with stochastic depth, a long schedule, label smoothing and an EMA of the weights. "shipped":
+# continues from the base model (--init) with outlier exposure and typed digits, at a lower learning
+# rate and without label smoothing (the service calibrates the probabilities afterwards: `trust`).
+_BASE: dict[str, Any] = dict(
+    model=ViTConfig(stem="conv", dim=64, depth=6, heads=4, mlp_ratio=2.0, drop_path=0.05),
+    epochs=22,
+    batch_size=128,
+    lr=1.5e-3,
+    warmup_epochs=1.0,
+    label_smoothing=0.1,
+    ema_decay=0.999,
+    weight_decay=0.05,
+)
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
-    "shipped": dict(
-        model=ViTConfig(stem="conv", dim=64, depth=6, heads=4, mlp_ratio=2.0, drop_path=0.05),
-        epochs=22,
-        batch_size=128,
-        lr=1.5e-3,
-        warmup_epochs=1.0,
-        label_smoothing=0.1,
-        ema_decay=0.999,
-        weight_decay=0.05,
+    "base": _BASE,
+    "shipped": _BASE
+    | dict(
+        epochs=4,
+        lr=5e-4,
+        warmup_epochs=0.3,
+        label_smoothing=0.0,
+        outlier_weight=0.5,
+        outliers_per_kind=3000,
+        typed_digits=3000,
     ),
 }

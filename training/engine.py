@@ -69,8 +69,16 @@ def train_one_epoch(
     rank: int = 0,
     world: int = 1,
     desc: str = "train",
+    outliers: torch.Tensor | None = None,
+    outlier_weight: float = 0.0,
 ) -> EpochStats:
-    """One pass over ``data``; ``step_hook`` runs after every optimiser step (schedule, EMA)."""
+    """One pass over ``data``; ``step_hook`` runs after every optimiser step (schedule, EMA).
+
+    With ``outliers`` (uint8 (M, 28, 28) not-a-digit pictures) and ``outlier_weight`` > 0, every
+    batch also takes half its size in randomly drawn outliers, trained towards the uniform
+    distribution over the classes (outlier exposure, Hendrycks et al. 2019): the model learns to
+    give what is not a digit flat, low logits. Loss and accuracy are reported on the digits.
+    """
     model.train()
     in_chans = _in_chans(model)
     loss_sum, correct, seen, start = 0.0, 0, 0, time.perf_counter()
@@ -81,13 +89,22 @@ def train_one_epoch(
     for step, index in enumerate(batches(len(data), batch_size, generator, rank, world)):
         if step == steps:
             break
-        x = to_input(data.images[index], device)
+        images = data.images[index]
+        exposed = outliers is not None and outlier_weight > 0
+        if exposed:
+            assert outliers is not None
+            drawn = torch.randint(len(outliers), (max(len(index) // 2, 1),), generator=generator)
+            images = torch.cat([images, outliers[drawn]])
+        x = to_input(images, device)
         y = data.labels[index].to(device, non_blocking=True)
         if augment.enabled:
             x = random_affine(x, augment, generator)
         with autocast(device, amp_dtype):
-            logits = model(match_channels(x, in_chans))
+            out = model(match_channels(x, in_chans))
+            logits = out[: len(y)]
             loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+            if exposed:
+                loss = loss + outlier_weight * -F.log_softmax(out[len(y) :].float(), dim=1).mean()
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -19,6 +20,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from model.checkpoint import CheckpointMeta, Preprocessing, load_checkpoint, save_checkpoint
+from model.config import ConfigError
 from model.device import resolve_device
 from model.factory import build_model, count_parameters
 from training.config import TrainConfig
@@ -26,6 +28,7 @@ from training.data import MEAN, STD, Split, dataset_checksum, load_split, prepar
 from training.distributed import DistInfo, barrier, init_distributed, shutdown
 from training.ema import ModelEma
 from training.engine import EpochStats, accuracy, train_one_epoch
+from training.pictures import TRAIN_KINDS, non_digits, picture_set, typed_digit_pictures
 from training.state import ResumeState, load_state, save_state
 
 log = logging.getLogger(__name__)
@@ -42,7 +45,8 @@ def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
 
 
 def load_data(cfg: TrainConfig) -> tuple[Split, Split, Split, str]:
-    """Train, validation and test splits (limited if asked) and the dataset checksum."""
+    """Train, validation and test splits (limited if asked) and the dataset checksum; the training
+    split also holds ``cfg.typed_digits`` typed digits."""
     root = prepare_root(cfg.data_dir, download=cfg.download)
     train, test = load_split(root, train=True), load_split(root, train=False)
     if cfg.limit:
@@ -50,7 +54,24 @@ def load_data(cfg: TrainConfig) -> tuple[Split, Split, Split, str]:
         test = test.subset(torch.arange(min(max(cfg.limit // 5, 1), len(test))))
     val_size = min(cfg.val_size, len(train) // 5) if cfg.limit else cfg.val_size
     train, val = train_val_split(train, val_size, cfg.seed)
+    if cfg.typed_digits:
+        typed = picture_set("typed", typed_digit_pictures, cfg.typed_digits, cfg.seed)
+        train = Split(
+            torch.cat([train.images, torch.from_numpy(typed.images)]),
+            torch.cat([train.labels, torch.from_numpy(typed.labels).long()]),
+        )
     return train, val, test, dataset_checksum(root)
+
+
+def load_outliers(cfg: TrainConfig) -> torch.Tensor | None:
+    """The outlier-exposure pictures (training kinds only), or None when it is off."""
+    if not cfg.outlier_weight:
+        return None
+    pictures = picture_set(
+        "outliers", lambda n, seed: non_digits(TRAIN_KINDS, n, seed), cfg.outliers_per_kind, cfg.seed
+    )
+    log.info("outlier exposure: %d pictures of %s, weight %g", len(pictures.images), TRAIN_KINDS, cfg.outlier_weight)
+    return torch.from_numpy(pictures.images)
 
 
 def make_scheduler(
@@ -100,6 +121,7 @@ class _Session:
     per_rank_batch: int
     amp_dtype: torch.dtype | None
     scaler: torch.amp.GradScaler | None
+    outliers: torch.Tensor | None = None
 
     @property
     def evaluated(self) -> nn.Module:
@@ -115,6 +137,11 @@ class _Session:
 def _setup(cfg: TrainConfig, device: torch.device, dist_info: DistInfo, train_size: int) -> _Session:
     """Model, EMA, DDP wrapper, AdamW (no decay on biases, norms, tokens), schedule, mixed precision."""
     model = build_model(cfg.model).to(device)
+    if cfg.init is not None:
+        start = load_checkpoint(cfg.init)
+        if start.meta.config != cfg.model:
+            raise ConfigError(f"--init {cfg.init}: its model config differs from the run's ({start.meta.config})")
+        model.load_state_dict(start.model.state_dict())
     per_rank_batch = max(cfg.batch_size // dist_info.world_size, 1)
     steps_per_epoch = math.ceil(train_size // dist_info.world_size / per_rank_batch)
     decay, no_decay = _param_groups(model)
@@ -168,6 +195,8 @@ def _train_epoch(s: _Session, train: Split, epoch: int) -> EpochStats:
         rank=s.dist.rank,
         world=s.dist.world_size,
         desc=f"epoch {epoch + 1}/{cfg.epochs}",
+        outliers=s.outliers,
+        outlier_weight=cfg.outlier_weight,
     )
 
 
@@ -175,6 +204,7 @@ def _run(cfg: TrainConfig, device: torch.device, dist_info: DistInfo, resume: bo
     torch.manual_seed(cfg.seed)
     train, val, test, checksum = load_data(cfg)
     s = _setup(cfg, device, dist_info, len(train))
+    s.outliers = load_outliers(cfg)
     state_file = cfg.run_path / "last.state.safetensors"
     position = _resume(s, state_file) if resume else ResumeState(0, 0, -1.0, cfg.to_dict())
     if dist_info.is_main:
@@ -240,7 +270,7 @@ def _finish(cfg: TrainConfig, best_path: Path, test: Split, device: torch.device
     training = dict(
         loaded.meta.training, test_accuracy=round(test_acc, 5), test_images=len(test), train_wall_s=round(seconds, 1)
     )
-    meta = CheckpointMeta(loaded.meta.config, loaded.meta.preprocess, loaded.meta.labels, training)
+    meta = dataclasses.replace(loaded.meta, training=training)
     save_checkpoint(best_path, loaded.model, meta)
     if cfg.output is not None:
         cfg.output.parent.mkdir(parents=True, exist_ok=True)

@@ -146,3 +146,60 @@ def test_train_two_process_distributed_run(tmp_path):
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 1  # rank 0 alone writes
     assert "2 process(es)" in done.stderr
     load_checkpoint(run / "best.safetensors")
+
+
+def test_outlier_exposure_flattens_the_answer_on_non_digits(mnist_root):
+    from model import build_model
+    from tests.conftest import TINY
+    from training.data import Split, load_split
+    from training.engine import predict, train_one_epoch
+    from training.pictures import build_set, non_digits
+
+    train = load_split(mnist_root, train=True)
+    outliers = torch.from_numpy(build_set(non_digits(("letters", "shapes"), 40, seed=0)).images)
+    cpu = torch.device("cpu")
+
+    def outlier_confidence(weight: float) -> float:
+        torch.manual_seed(0)
+        model = build_model(TINY)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        generator = torch.Generator().manual_seed(0)
+        for _ in range(4):
+            train_one_epoch(
+                model, train, optimizer, lambda: None, device=cpu, batch_size=64, augment=AugmentConfig.off(),
+                label_smoothing=0.0, grad_clip=1.0, generator=generator, outliers=outliers, outlier_weight=weight,
+            )  # fmt: skip
+        logits = predict(model, Split(outliers, torch.zeros(len(outliers), dtype=torch.long)), cpu)
+        return float(logits.softmax(-1).amax(-1).mean())
+
+    exposed, plain = outlier_confidence(1.0), outlier_confidence(0.0)
+    assert exposed < plain - 0.05, f"top probability on non-digits: {exposed:.3f} with exposure, {plain:.3f} without"
+
+
+def test_train_from_init_with_outliers_and_typed_digits(tmp_path):
+    first = _train(tmp_path / "a", "--dry-run")
+    run = _train(
+        tmp_path / "b", "--dry-run", "--init", str(first / "best.safetensors"),
+        "--outlier-weight", "0.5", "--outliers-per-kind", "4", "--typed-digits", "8",
+    )  # fmt: skip
+    recipe = load_checkpoint(run / "best.safetensors").meta.training["recipe"]
+    assert (
+        recipe["outlier_weight"] == 0.5 and recipe["typed_digits"] == 8 and recipe["init"].endswith("best.safetensors")
+    )
+
+
+def test_shipped_preset_needs_the_base_model(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--preset", "shipped", "--data-dir", str(MNIST_SLICE), "--dry-run"])
+    assert exit_info.value.code == 2 and "--init" in capsys.readouterr().err
+
+
+def test_ship_runs_the_whole_recipe_and_leaves_a_calibrated_checkpoint(tmp_path):
+    out = tmp_path / "shipped.safetensors"
+    args = ["ship", "--data-dir", str(MNIST_SLICE), "--run-dir", str(tmp_path / "runs"), "--output", str(out)]
+    assert main([*args, "--limit", "400", "--epochs-scale", "0.01", "--pictures-scale", "0.004"]) == 0
+    ckpt = load_checkpoint(out)
+    assert ckpt.meta.calibration.threshold is not None
+    recipe = ckpt.meta.training["recipe"]
+    assert recipe["outlier_weight"] > 0 and recipe["init"].endswith("base/best.safetensors")
+    assert (tmp_path / "runs" / "base" / "best.safetensors").is_file()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hardware", default="2 CPU cores (x86_64), no GPU")
     p.add_argument("--reproduce", default="", help="the command that reproduces the checkpoint")
     p.add_argument("--notes", type=Path, help="a Markdown file appended to the card")
+    p.add_argument(
+        "--trust", type=Path, help="a `trust` report folder to include (default: runs/trust/<checkpoint name>)"
+    )
 
 
 def time_to_reach(records: list[dict[str, Any]], targets: tuple[float, ...] = (0.99, 0.993, 0.995)) -> dict[str, Any]:
@@ -81,12 +85,13 @@ def run_card(args: argparse.Namespace) -> Path:
         "",
         "```bash",
         args.reproduce
-        or "python -m training train --preset shipped --data-dir ../shared/data/mnist "
-        "--output checkpoints/vit-digits.safetensors",
+        or "python -m training ship --data-dir ../shared/data/mnist --output checkpoints/vit-digits.safetensors",
         f"python -m training evaluate --checkpoint {shlex.quote(str(args.checkpoint))} --data-dir ../shared/data/mnist",
         "```",
         "",
-        "Recipe (the `shipped` preset): " + _recipe(training.get("recipe", {})),
+        "`ship` runs the `base` preset from scratch, continues with the `shipped` preset from its best "
+        "checkpoint, then fits the calibration (`trust --write`). Recipe of the last stage: "
+        + _recipe(training.get("recipe", {})),
         "",
         "## Per-class precision and recall (test set)",
         "",
@@ -115,6 +120,16 @@ def run_card(args: argparse.Namespace) -> Path:
             for r in records
         ],
     ]
+    trust = args.trust or Path("runs/trust") / args.checkpoint.stem
+    if (trust / "trust.md").is_file():
+        shutil.copyfile(trust / "reliability.png", args.out_dir / "reliability.png")
+        lines += [
+            "",
+            "## Answers a caller can trust (`python -m training trust`)",
+            "",
+            (trust / "trust.md").read_text(),
+            "![reliability diagrams](reliability.png)",
+        ]
     if args.notes:
         lines += ["", args.notes.read_text()]
     path = args.out_dir / "README.md"
@@ -128,5 +143,17 @@ def run_card(args: argparse.Namespace) -> Path:
 
 def _recipe(recipe: dict[str, Any]) -> str:
     """The training hyper-parameters of the recipe; paths and run plumbing are left out."""
-    plumbing = {"model", "data_dir", "download", "run_dir", "name", "output", "device", "threads", "dry_run", "limit"}
+    plumbing = {
+        "model",
+        "data_dir",
+        "download",
+        "run_dir",
+        "name",
+        "output",
+        "device",
+        "threads",
+        "dry_run",
+        "limit",
+        "init",
+    }
     return ", ".join(f"{k}={v}" for k, v in recipe.items() if k not in plumbing) or "see the checkpoint's metadata"

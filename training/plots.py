@@ -87,3 +87,21 @@ def plot_bars(labels: Sequence[str], values: Sequence[float], ylabel: str, path:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def plot_reliability(curves: dict[str, dict[str, list[float]]], path: Path) -> None:
+    """Reliability diagrams side by side: per confidence bin, accuracy against mean confidence.
+
+    ``curves`` maps a panel title to ``{"confidence": [...], "accuracy": [...], "count": [...]}``
+    (empty bins left out); the dashed diagonal is perfect calibration.
+    """
+    fig, axes = plt.subplots(1, len(curves), figsize=(3.4 * len(curves), 3.3), dpi=100, squeeze=False)
+    for ax, (title, c) in zip(axes[0], curves.items(), strict=True):
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--", label="perfect")
+        ax.plot(c["confidence"], c["accuracy"], marker="o", ms=3, label="model")
+        ax.set(xlim=(0, 1.01), ylim=(0, 1.01), xlabel="confidence (bin mean)", ylabel="accuracy in bin")
+        ax.set_title(title, fontsize=8)
+        ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

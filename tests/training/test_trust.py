@@ -1,0 +1,93 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from model import load_checkpoint
+from tests.conftest import MNIST_SLICE
+from training.cli import main
+from training.pictures import HELD_OUT_KINDS, KINDS, STAGINGS, TRAIN_KINDS, build_set, non_digits, staged_digits
+from training.trust import auroc, choose_threshold, fit_temperature, reliability
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # .cache/mnist and .cache/pictures land in the test's folder
+
+
+def test_fit_temperature_recovers_the_temperature_that_made_the_labels():
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(20_000, 10, generator=gen) * 3
+    labels = torch.multinomial((logits / 2.0).softmax(-1), 1, generator=gen).squeeze(1)
+    assert fit_temperature(logits, labels) == pytest.approx(2.0, rel=0.05)
+
+
+def test_reliability_ece_of_known_cases():
+    # every answer 90% sure and right 9 times in 10: calibrated
+    probs = torch.tensor([[0.9, 0.1]] * 10)
+    labels = torch.tensor([0] * 9 + [1])
+    assert reliability(probs, labels)["ece"] == pytest.approx(0.0, abs=1e-6)
+    # every answer ~100% sure and right half the time: off by one half
+    probs = torch.tensor([[0.999, 0.001]] * 10)
+    labels = torch.tensor([0, 1] * 5)
+    result = reliability(probs, labels)
+    assert result["ece"] == pytest.approx(0.499, abs=1e-3)
+    assert result["curve"]["count"] == [10]
+
+
+def test_auroc_separated_identical_and_tied():
+    assert auroc(torch.tensor([3.0, 4.0]), torch.tensor([1.0, 2.0])) == 1.0
+    assert auroc(torch.tensor([1.0, 2.0]), torch.tensor([3.0, 4.0])) == 0.0
+    assert auroc(torch.tensor([1.0, 1.0]), torch.tensor([1.0, 1.0])) == 0.5
+    assert auroc(torch.tensor([2.0, 3.0]), torch.tensor([1.0, 2.0])) == pytest.approx(7 / 8)  # one tie: a half
+
+
+def test_choose_threshold_flags_the_asked_share():
+    scores = torch.arange(1000, dtype=torch.float32)
+    threshold = choose_threshold(scores, 0.01)
+    assert (scores < threshold).float().mean().item() == pytest.approx(0.01, abs=0.002)
+
+
+def test_pictures_every_kind_drawn_deterministically_and_preprocessed_like_uploads():
+    assert set(TRAIN_KINDS).isdisjoint(HELD_OUT_KINDS) and set(TRAIN_KINDS) | set(HELD_OUT_KINDS) == set(KINDS)
+    first, again = non_digits(tuple(KINDS), 3, seed=7), non_digits(tuple(KINDS), 3, seed=7)
+    assert [p.kind for p in first] == [k for k in KINDS for _ in range(3)]
+    assert all(np.array_equal(np.asarray(a.image), np.asarray(b.image)) for a, b in zip(first, again, strict=True))
+    other = non_digits(("letters",), 3, seed=8)
+    assert not np.array_equal(np.asarray(first[0].image), np.asarray(other[0].image))
+    built = build_set(first)
+    assert built.images.shape[1:] == (28, 28) and built.images.dtype == np.uint8
+    assert len(built.images) + sum(built.refused.values()) == len(first)
+    assert (built.labels == -1).all()
+    # cropped and centred as the service does: the ink's centre of mass near the middle
+    mass = built.images.astype(np.float64)
+    rows = (mass.sum(2) * np.arange(28)).sum(1) / mass.sum((1, 2))
+    assert np.abs(rows - 14).mean() < 2
+
+
+def test_staged_digits_keep_their_labels_and_every_staging():
+    digits = np.zeros((len(STAGINGS), 28, 28), np.uint8)
+    digits[:, 6:22, 12:16] = 255  # a "1"
+    pictures = staged_digits(digits, np.ones(len(STAGINGS), np.int64), seed=0, typed=5)
+    assert [p.kind for p in pictures[: len(STAGINGS)]] == list(STAGINGS)
+    assert all(p.label == 1 for p in pictures[: len(STAGINGS)]) and all(0 <= p.label <= 9 for p in pictures)
+    sizes = {p.image.size for p in pictures[1 : len(STAGINGS)]}
+    assert max(s[0] for s in sizes) >= 96  # staged on canvases bigger than MNIST's 28 pixels
+
+
+def test_trust_command_fits_writes_and_reports(tiny_checkpoint, tmp_path, capsys):
+    ckpt = tmp_path / "tiny.safetensors"
+    ckpt.write_bytes(tiny_checkpoint.read_bytes())
+    out = tmp_path / "report"
+    args = ["trust", "--checkpoint", str(ckpt), "--data-dir", str(MNIST_SLICE), "--per-kind", "8", "--staged", "40"]
+    assert main([*args, "--out-dir", str(out), "--write"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    cal = load_checkpoint(ckpt).meta.calibration
+    assert cal.threshold is not None and cal.temperature > 0
+    assert report["calibration"]["threshold"] == pytest.approx(cal.threshold)
+    assert set(report["nondigits_held_out"]) == {*HELD_OUT_KINDS, "all"}
+    assert 0 <= report["auroc_held_out"]["all"] <= 1
+    assert (out / "reliability.png").stat().st_size > 1000
+    printed = capsys.readouterr().out
+    assert "expected calibration error, MNIST test" in printed and "held-out kind" in printed

@@ -1,0 +1,352 @@
+"""``python -m training trust``: calibrate a checkpoint and measure whether its answers can be trusted.
+
+Fitted on validation data only (the 5,000 training images the run held out, validation draws of
+the training kinds of non-digits, and staged validation digits):
+
+1. the temperature that minimises the negative log-likelihood of the validation digits;
+2. the digit score with the best AUROC between validation digits and validation non-digits;
+3. the threshold below which at most 0.5% of the MNIST validation digits and 0.5% of the staged
+   validation digits fall (aiming at <= 1% on new digits).
+
+Measured on data that played no part in any of it: MNIST test, staged test digits, new draws of
+the training kinds, and the held-out kinds (never used for training or the threshold). With
+``--write`` the calibration is stored in the checkpoint; the service applies it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from model.calibration import SCORES, Calibration, Score, digit_scores
+from model.checkpoint import LoadedCheckpoint, load_checkpoint, save_checkpoint
+from training.data import Split, load_split, prepare_root, train_val_split
+from training.engine import predict
+from training.pictures import (
+    HELD_OUT_KINDS,
+    TRAIN_KINDS,
+    Picture,
+    PictureSet,
+    non_digits,
+    picture_set,
+    staged_digits,
+)
+from training.plots import plot_reliability
+
+log = logging.getLogger(__name__)
+BINS = 15  # equal-width confidence bins of the expected calibration error
+DIGIT_FLAG_RATE = 0.005  # share of validation digits the threshold may flag
+SEEDS = {"val_nondigits": 1001, "test_nondigits": 1002, "held_out": 1003, "staged_val": 1004, "staged_test": 1005}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", type=Path, default=Path("checkpoints/vit-digits.safetensors"))
+    p.add_argument("--data-dir", type=Path, default=Path("data"))
+    p.add_argument("--compare", type=Path, nargs="*", default=[], help="other checkpoints to score the same way")
+    p.add_argument("--per-kind", type=int, default=500, help="non-digit pictures per kind and set")
+    p.add_argument("--staged", type=int, default=2000, help="MNIST test digits to stage (and a tenth as many typed)")
+    p.add_argument("--write", action="store_true", help="store the fitted calibration in the checkpoint")
+    p.add_argument("--out-dir", type=Path, help="report folder (default: runs/trust/<checkpoint name>)")
+
+
+# ---------------------------------------------------------------------------------------------
+# the measures
+
+
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """The temperature minimising the NLL of ``labels`` (fitted as log T, so T stays positive)."""
+    log_t = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(logits / log_t.exp(), labels)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return float(log_t.detach().exp())
+
+
+def reliability(probs: torch.Tensor, labels: torch.Tensor, bins: int = BINS) -> dict[str, Any]:
+    """Expected calibration error over ``bins`` equal-width bins of the top probability, and the
+    per-bin mean confidence, accuracy and count (for the reliability diagram)."""
+    confidence, predicted = probs.max(dim=1)
+    correct = (predicted == labels).float()
+    edges = torch.linspace(0, 1, bins + 1)
+    index = torch.bucketize(confidence, edges[1:-1], right=True)  # bin i holds (edge i, edge i+1]
+    ece = 0.0
+    curve: dict[str, list[float]] = {"confidence": [], "accuracy": [], "count": []}
+    for b in range(bins):
+        members = index == b
+        n = int(members.sum())
+        if n:
+            conf, acc = float(confidence[members].mean()), float(correct[members].mean())
+            ece += n / len(labels) * abs(acc - conf)
+            curve["confidence"].append(round(conf, 5))
+            curve["accuracy"].append(round(acc, 5))
+            curve["count"].append(n)
+    return {"ece": round(ece, 5), "curve": curve}
+
+
+def auroc(positives: torch.Tensor, negatives: torch.Tensor) -> float:
+    """Area under the ROC curve: the chance that a random positive scores above a random negative
+    (ties count half), by the Mann-Whitney rank sum."""
+    scores = torch.cat([positives, negatives]).double()
+    order = scores.argsort()
+    ranks = torch.empty_like(scores)
+    ranks[order] = torch.arange(1, len(scores) + 1, dtype=torch.double)
+    for value in scores.unique()[torch.unique(scores, return_counts=True)[1] > 1]:  # average tied ranks
+        tied = scores == value
+        ranks[tied] = ranks[tied].mean()
+    n_pos, n_neg = len(positives), len(negatives)
+    return float((ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def choose_threshold(digit_scores_: torch.Tensor, rate: float = DIGIT_FLAG_RATE) -> float:
+    """The score below which ``rate`` of these digits fall."""
+    return float(torch.quantile(digit_scores_.double(), rate))
+
+
+# ---------------------------------------------------------------------------------------------
+# the data
+
+
+@dataclasses.dataclass(frozen=True)
+class Scored:
+    """A set's logits, labels (-1 for non-digits), kinds, and how many pictures were refused (no
+    ink: the service answers 422 ``no_digit`` and gives no digit)."""
+
+    logits: torch.Tensor
+    labels: torch.Tensor
+    kinds: np.ndarray
+    refused: dict[str, int]
+
+
+def score_set(ckpt: LoadedCheckpoint, pictures: PictureSet) -> Scored:
+    split = Split(torch.from_numpy(pictures.images), torch.from_numpy(pictures.labels).long())
+    return Scored(predict(ckpt.model, split, torch.device("cpu")), split.labels, pictures.kinds, pictures.refused)
+
+
+def trust_sets(args: argparse.Namespace, seed: int, val_size: int) -> tuple[Split, Split, dict[str, PictureSet]]:
+    """MNIST validation and test splits, and the generated picture sets."""
+    root = prepare_root(args.data_dir)
+    train = load_split(root, train=True)
+    _, val = train_val_split(train, min(val_size, len(train) // 5), seed)  # // 5: as a --limit run does
+    test = load_split(root, train=False)
+    n = args.per_kind
+
+    def stage(digits: Split, count: int) -> Callable[[int, int], list[Picture]]:
+        return lambda _, s: staged_digits(digits.images[:count].numpy(), digits.labels[:count].numpy(), s, count // 10)
+
+    sets = {
+        "val_nondigits": picture_set(
+            "trust-val", lambda c, s: non_digits(TRAIN_KINDS, c, s), n, SEEDS["val_nondigits"]
+        ),
+        "test_nondigits": picture_set(
+            "trust-test", lambda c, s: non_digits(TRAIN_KINDS, c, s), n, SEEDS["test_nondigits"]
+        ),
+        "held_out": picture_set("trust-heldout", lambda c, s: non_digits(HELD_OUT_KINDS, c, s), n, SEEDS["held_out"]),
+        "staged_val": picture_set(f"trust-staged-val-s{seed}", stage(val, 1000), 1000, SEEDS["staged_val"]),
+        "staged_test": picture_set("trust-staged-test", stage(test, args.staged), args.staged, SEEDS["staged_test"]),
+    }
+    return val, test, sets
+
+
+# ---------------------------------------------------------------------------------------------
+# the report
+
+
+def fit(val: Scored, staged_val: Scored, val_nondigits: Scored) -> Calibration:
+    """Temperature on the validation digits; score and threshold on validation digits + non-digits.
+
+    The threshold flags at most :data:`DIGIT_FLAG_RATE` of the MNIST validation digits *and* of the
+    staged validation digits (the lower of the two quantiles): the pooled quantile would be set by
+    MNIST's 5,000 clean digits alone and flag far more of the digits users actually send.
+    """
+    temperature = fit_temperature(val.logits, val.labels)
+    digits = torch.cat([val.logits, staged_val.logits])
+    aurocs = {
+        s: auroc(digit_scores(digits, s, temperature), digit_scores(val_nondigits.logits, s, temperature))
+        for s in SCORES
+    }
+    score: Score = max(SCORES, key=lambda s: aurocs[s])
+    threshold = min(choose_threshold(digit_scores(pool.logits, score, temperature)) for pool in (val, staged_val))
+    fitted = {
+        "temperature_on": f"{len(val.labels)} validation digits (MNIST training images held out of training)",
+        "threshold_on": f"{len(val.labels)} MNIST and {len(staged_val.labels)} staged validation digits, at most "
+        f"{DIGIT_FLAG_RATE:.1%} of each flagged",
+        "score_chosen_by": "best AUROC, validation digits against validation non-digits of the training kinds",
+        "validation_auroc": {s: round(a, 5) for s, a in aurocs.items()},
+    }
+    return Calibration(temperature=temperature, score=score, threshold=threshold, fitted=fitted)
+
+
+def flagged(cal: Calibration, s: Scored) -> dict[str, Any]:
+    """Share of a set called not-a-digit (refused pictures count as flagged), overall and per kind."""
+    is_digit = cal.is_digit(cal.scores(s.logits)).numpy()
+    out: dict[str, Any] = {}
+    for kind in sorted(set(s.kinds.tolist()) | set(s.refused)):
+        members = s.kinds == kind
+        refused = s.refused.get(kind, 0)
+        total = int(members.sum()) + refused
+        out[kind] = {"flagged": round((int((~is_digit[members]).sum()) + refused) / total, 5), "n": total}
+    total = len(s.labels) + sum(s.refused.values())
+    out["all"] = {"flagged": round((int((~is_digit).sum()) + sum(s.refused.values())) / total, 5), "n": total}
+    return out
+
+
+def accuracy_by_kind(cal: Calibration, s: Scored) -> dict[str, Any]:
+    """Top-1 accuracy per staging (refused pictures count as wrong) and overall."""
+    right = (s.logits.argmax(1) == s.labels).numpy()
+    out = {}
+    for kind in sorted(set(s.kinds.tolist()) | set(s.refused)):
+        members = s.kinds == kind
+        out[kind] = round(int(right[members].sum()) / (int(members.sum()) + s.refused.get(kind, 0)), 5)
+    out["all"] = round(int(right.sum()) / (len(right) + sum(s.refused.values())), 5)
+    return out
+
+
+def detection(cal: Calibration, digits: torch.Tensor, nondigits: Scored) -> dict[str, Any]:
+    """AUROC of the calibration's score, digits against ``nondigits``, overall and per kind."""
+    pos = cal.scores(digits)
+    neg = cal.scores(nondigits.logits)
+    per_kind = {
+        k: round(auroc(pos, neg[torch.from_numpy(nondigits.kinds == k)]), 5) for k in sorted(set(nondigits.kinds))
+    }
+    return {"all": round(auroc(pos, neg), 5), **per_kind}
+
+
+def report_for(ckpt: LoadedCheckpoint, args: argparse.Namespace) -> tuple[Calibration, dict[str, Any]]:
+    """Fit on validation data, then every figure of the trust report, for one checkpoint."""
+    recipe = ckpt.meta.training.get("recipe", {})
+    val, test, sets = trust_sets(args, int(recipe.get("seed", 0)), int(recipe.get("val_size", 5000)))
+    cpu = torch.device("cpu")
+    mnist_val = Scored(predict(ckpt.model, val, cpu), val.labels, np.full(len(val), "mnist"), {})
+    mnist_test = Scored(predict(ckpt.model, test, cpu), test.labels, np.full(len(test), "mnist"), {})
+    scored = {name: score_set(ckpt, pictures) for name, pictures in sets.items()}
+    cal = fit(mnist_val, scored["staged_val"], scored["val_nondigits"])
+    staged = scored["staged_test"]
+    test_digits = torch.cat([mnist_test.logits, scored["staged_test"].logits])
+    uncalibrated = Calibration()
+    report: dict[str, Any] = {
+        "checkpoint": str(ckpt.path),
+        "calibration": cal.to_json(),
+        "mnist_test": {
+            "accuracy": round(float((mnist_test.logits.argmax(1) == test.labels).float().mean()), 5),
+            "nll": round(float(F.cross_entropy(mnist_test.logits / cal.temperature, test.labels)), 5),
+            "ece_before": reliability(uncalibrated.probabilities(mnist_test.logits), test.labels)["ece"],
+            **reliability(cal.probabilities(mnist_test.logits), test.labels),
+            "flagged": flagged(cal, mnist_test)["all"]["flagged"],
+        },
+        "staged_test": {
+            "accuracy": accuracy_by_kind(cal, staged),
+            "ece_before": reliability(uncalibrated.probabilities(staged.logits), staged.labels)["ece"],
+            **reliability(cal.probabilities(staged.logits), staged.labels),
+            "flagged": flagged(cal, staged),
+        },
+        "nondigits_training_kinds": flagged(cal, scored["test_nondigits"]),
+        "nondigits_held_out": flagged(cal, scored["held_out"]),
+        "auroc_held_out": detection(cal, test_digits, scored["held_out"]),
+        "auroc_training_kinds": detection(cal, test_digits, scored["test_nondigits"])["all"],
+        "alternatives": alternatives(cal, mnist_val, scored, test_digits),
+    }
+    return cal, report
+
+
+def alternatives(cal: Calibration, val: Scored, scored: dict[str, Scored], test_digits: torch.Tensor) -> dict[str, Any]:
+    """Every score, each with its own validation-chosen threshold, on the held-out kinds."""
+    out: dict[str, Any] = {}
+    for score in SCORES:
+        pools = (val.logits, scored["staged_val"].logits)
+        threshold = min(choose_threshold(digit_scores(pool, score, cal.temperature)) for pool in pools)
+        alt = Calibration(cal.temperature, score, threshold)
+        out[score] = {
+            "auroc_held_out": round(auroc(alt.scores(test_digits), alt.scores(scored["held_out"].logits)), 5),
+            "held_out_flagged": flagged(alt, scored["held_out"])["all"]["flagged"],
+            "test_digits_flagged": round(float((~alt.is_digit(alt.scores(test_digits))).float().mean()), 5),
+        }
+    return out
+
+
+def run_trust(args: argparse.Namespace) -> dict[str, Any]:
+    ckpt = load_checkpoint(args.checkpoint)
+    out_dir = args.out_dir or Path("runs/trust") / args.checkpoint.stem
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cal, report = report_for(ckpt, args)
+    report["compared"] = {str(p): report_for(load_checkpoint(p), args)[1] for p in args.compare}
+    plot_reliability(
+        {
+            f"MNIST test (ECE {report['mnist_test']['ece']:.4f})": report["mnist_test"]["curve"],
+            f"staged test digits (ECE {report['staged_test']['ece']:.4f})": report["staged_test"]["curve"],
+        },
+        out_dir / "reliability.png",
+    )
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2))
+    (out_dir / "trust.md").write_text(markdown(report))
+    if args.write:
+        save_checkpoint(args.checkpoint, ckpt.model, dataclasses.replace(ckpt.meta, calibration=cal))
+        log.info("calibration written to %s", args.checkpoint)
+    print(markdown(report))
+    print(f"report: {out_dir}/report.json, {out_dir}/trust.md, {out_dir}/reliability.png")
+    return report
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The trust figures as Markdown tables (for the model card and the README)."""
+    cal, test, staged = report["calibration"], report["mnist_test"], report["staged_test"]
+    held, train_kinds = report["nondigits_held_out"], report["nondigits_training_kinds"]
+    pct = lambda v: f"{100 * v:.2f}%"  # noqa: E731
+    lines = [
+        f"Calibration: temperature {cal['temperature']:.4f}; not-a-digit score `{cal['score']}`, "
+        f"threshold {cal['threshold']:.4f} (is_digit = score >= threshold).",
+        "",
+        "| measure | value |",
+        "| --- | --- |",
+        f"| MNIST test accuracy | {pct(test['accuracy'])} |",
+        f"| expected calibration error, MNIST test (15 bins) | {test['ece']:.4f} "
+        f"(uncalibrated {test['ece_before']:.4f}) |",
+        f"| expected calibration error, staged test digits | {staged['ece']:.4f} "
+        f"(uncalibrated {staged['ece_before']:.4f}) |",
+        f"| accuracy on staged test digits | {pct(staged['accuracy']['all'])} |",
+        f"| real digits flagged not-a-digit: MNIST test | {pct(test['flagged'])} |",
+        f"| real digits flagged not-a-digit: staged test digits | {pct(staged['flagged']['all']['flagged'])} |",
+        f"| non-digits flagged, held-out kinds | {pct(held['all']['flagged'])} ({held['all']['n']} pictures) |",
+        f"| non-digits flagged, training kinds (new draws) | {pct(train_kinds['all']['flagged'])} |",
+        f"| AUROC digits vs non-digits, held-out kinds | {report['auroc_held_out']['all']:.4f} |",
+        "",
+        "| held-out kind | flagged | AUROC |",
+        "| --- | --- | --- |",
+        *[f"| {k} | {pct(v['flagged'])} | {report['auroc_held_out'][k]:.4f} |" for k, v in held.items() if k != "all"],
+        "",
+        "| training kind (new draws) | flagged |",
+        "| --- | --- |",
+        *[f"| {k} | {pct(v['flagged'])} |" for k, v in train_kinds.items() if k != "all"],
+        "",
+        "| staged digits | accuracy | flagged |",
+        "| --- | --- | --- |",
+        *[
+            f"| {k} | {pct(staged['accuracy'][k])} | {pct(staged['flagged'][k]['flagged'])} |"
+            for k in staged["accuracy"]
+            if k != "all"
+        ],
+        "",
+        "| score (own threshold, as above) | AUROC held-out | held-out flagged | test digits flagged |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, rep in [("this model", report), *report.get("compared", {}).items()]:
+        for score, a in rep["alternatives"].items():
+            lines.append(
+                f"| {name}: `{score}` | {a['auroc_held_out']:.4f} | {pct(a['held_out_flagged'])} | "
+                f"{pct(a['test_digits_flagged'])} |"
+            )
+    return "\n".join(lines) + "\n"

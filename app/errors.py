@@ -61,7 +61,12 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
         (404, "model_not_found", "no model 'x'; loaded: vit-digits"),
         (413, "payload_too_large", "the request body exceeds 5000000 bytes"),
         (415, "unsupported_media_type", "send multipart/form-data or an image/* body"),
-        (422, "no_digit", "no digit found: the image is blank or has no contrast"),
+        (
+            422,
+            "no_digit",
+            "no digit found: the image is blank or has no contrast (with ?reject=true also "
+            "not_a_digit: the picture does not look like a digit)",
+        ),
         (503, "queue_full", "the server is at capacity; retry after the Retry-After seconds"),
         (504, "inference_timeout", "inference did not finish within 10 s"),
     ]

@@ -36,6 +36,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from model.calibration import Calibration
 from model.checkpoint import LoadedCheckpoint
 from model.factory import forward_with_attention, match_channels
 from model.rollout import attention_rollout, cls_attention
@@ -48,12 +49,16 @@ RUNTIMES: tuple[Runtime, ...] = ("onnxruntime", "torchscript", "eager")  # each 
 
 @dataclass(frozen=True)
 class Prediction:
+    """Calibrated probabilities, the digit score and the verdict decided from it
+    (:class:`model.calibration.Calibration` of the checkpoint)."""
+
     probabilities: list[float]
+    digit_score: float
+    is_digit: bool
 
 
 @dataclass(frozen=True)
-class AttentionResult:
-    probabilities: list[float]
+class AttentionResult(Prediction):
     rollout: torch.Tensor  # (g, g), sums to 1
     cls_attention: torch.Tensor  # (g, g), last layer, head mean
     layers: torch.Tensor  # (layers, heads, g, g): each layer's and head's class-token attention
@@ -160,17 +165,23 @@ def _assert_close(eager: object, traced: object) -> None:
     torch.testing.assert_close(actual, expected, rtol=1e-3, atol=1e-4)
 
 
+def _answers(logits: torch.Tensor, calibration: Calibration) -> tuple[list[list[float]], list[float], list[bool]]:
+    """Per row: calibrated probabilities, digit score, verdict (as Python lists, for the responses)."""
+    logits = logits.float().cpu()
+    scores = calibration.scores(logits)
+    return calibration.probabilities(logits).tolist(), scores.tolist(), calibration.is_digit(scores).tolist()
+
+
 def predict_fn(
     runner: Runner, ckpt: LoadedCheckpoint, device: torch.device, dtype: torch.dtype
 ) -> Callable[[torch.Tensor], list[Prediction]]:
-    in_chans = ckpt.meta.config.in_chans
+    in_chans, calibration = ckpt.meta.config.in_chans, ckpt.meta.calibration
 
     @torch.inference_mode()
     def run(x: torch.Tensor) -> list[Prediction]:
         logits = runner(match_channels(x.to(device, dtype), in_chans))
         assert isinstance(logits, torch.Tensor)
-        probs = logits.float().softmax(dim=-1).cpu()
-        return [Prediction(row) for row in probs.tolist()]
+        return [Prediction(*answer) for answer in zip(*_answers(logits, calibration), strict=True)]
 
     return run
 
@@ -185,11 +196,12 @@ def attention_fn(
     def run(x: torch.Tensor) -> list[AttentionResult]:
         logits, attn = runner(match_channels(x.to(device, dtype), config.in_chans))
         attn = attn.float()
-        probs = logits.float().softmax(dim=-1).cpu()
+        probs, scores, verdicts = _answers(logits, ckpt.meta.calibration)
         rollout = attention_rollout(attn, prefix).cpu()
         layers = torch.stack([cls_attention(attn, layer, prefix) for layer in range(attn.shape[1])], dim=1).cpu()
         return [
-            AttentionResult(probs[i].tolist(), rollout[i], layers[i, -1].mean(0), layers[i]) for i in range(x.shape[0])
+            AttentionResult(probs[i], scores[i], verdicts[i], rollout[i], layers[i, -1].mean(0), layers[i])
+            for i in range(x.shape[0])
         ]
 
     return run

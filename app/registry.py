@@ -76,6 +76,7 @@ class ServedModel:
             "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."),
             "runtime": self.loaded.runtime,
+            "calibration": {k: v for k, v in meta.calibration.to_json().items() if k != "fitted"},
         }
 
 

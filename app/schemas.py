@@ -15,8 +15,23 @@ class TopK(BaseModel):
 class PredictionOut(BaseModel):
     digit: int = Field(description="the predicted digit (index of the most probable class)", examples=[7])
     label: str = Field(examples=["7"])
-    confidence: float = Field(description="probability of the predicted digit", examples=[0.998])
-    probabilities: list[float] = Field(description="all ten class probabilities, in label order")
+    confidence: float = Field(
+        description="calibrated probability that the predicted digit is right, if the picture is a digit at all "
+        "(see is_digit): among answers with confidence 0.9, about 90% are right",
+        examples=[0.998],
+    )
+    probabilities: list[float] = Field(description="all ten calibrated class probabilities, in label order")
+    is_digit: bool = Field(
+        description="false: the picture does not look like a handwritten or typed digit (a letter, a symbol, a "
+        "photo, noise...), so digit and confidence should not be acted on; decided as digit_score >= the model's "
+        "threshold (GET /v1/models). With ?reject=true such a picture gets 422 not_a_digit instead",
+        examples=[True],
+    )
+    digit_score: float = Field(
+        description="how digit-like the picture is (higher: more), the score is_digit is decided from; its kind "
+        "and threshold are the model's calibration in GET /v1/models",
+        examples=[9.81],
+    )
     top_k: list[TopK]
     inverted: bool = Field(description="the image was dark ink on light paper and was inverted")
     model_id: str = Field(examples=["vit-digits"])
@@ -55,6 +70,14 @@ class AttentionOut(PredictionOut):
     layers: list[LayerAttention] | None = Field(None, description="every layer and head, with ?layers=all")
 
 
+class CalibrationOut(BaseModel):
+    temperature: float = Field(description="the logits are divided by it before the softmax")
+    score: str = Field(description="what digit_score is: energy (logsumexp of the logits), max_logit or msp")
+    threshold: float | None = Field(
+        description="is_digit = digit_score >= threshold; null: not fitted, every picture counts as a digit"
+    )
+
+
 class ModelOut(BaseModel):
     id: str
     default: bool
@@ -69,6 +92,7 @@ class ModelOut(BaseModel):
     device: str
     dtype: str
     runtime: str = Field(description="what runs the model: onnxruntime, torchscript or eager", examples=["onnxruntime"])
+    calibration: CalibrationOut
 
 
 class ModelsOut(BaseModel):

@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(5_000_000, ge=1, description="request body cap, enforced as it streams in")
     max_image_pixels: int = Field(25_000_000, ge=1, description="decoded image size cap (width x height)")
     max_batch_files: int = Field(64, ge=1, description="most images in one /v1/predict/batch request")
+    reject_non_digits: bool = Field(
+        False,
+        description="default of ?reject: true answers a picture that is not a digit with 422 not_a_digit instead of "
+        "a prediction with is_digit=false",
+    )
     api_key: str | None = Field(None, description="if set, /v1/* requires this X-API-Key header")
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="allowed CORS origins (comma-separated; * for any)"

@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.batcher import MicroBatcher, QueueFullError
 from app.errors import ApiError
+from app.inference import Prediction
 from app.registry import ServedModel
 from app.schemas import PredictionOut, TopK
 from app.settings import Settings
@@ -110,9 +111,27 @@ async def infer_many(batcher: MicroBatcher[R], prepared: list[Prepared], setting
         return await batcher.submit_many(torch.stack([p.tensor for p in prepared]), settings.request_timeout_s)
 
 
+def rejects(reject: bool | None, settings: Settings) -> bool:
+    """Whether a non-digit becomes an error: ``?reject=`` if given, else the server's default."""
+    return settings.reject_non_digits if reject is None else reject
+
+
+def not_a_digit(result: Prediction, served: ServedModel) -> ApiError:
+    """422 ``not_a_digit`` for a picture whose digit score is below the model's threshold."""
+    threshold = served.checkpoint.meta.calibration.threshold
+    return ApiError(
+        422,
+        "not_a_digit",
+        f"the picture does not look like a digit: digit score {result.digit_score:.3f} is below the model's "
+        f"threshold {threshold:.3f}; send a single handwritten or typed digit (or leave reject off to get the "
+        f"prediction with is_digit=false)",
+    )
+
+
 def prediction(
-    probs: list[float], served: ServedModel, prepared: Prepared, top_k: int, latency_ms: float
+    result: Prediction, served: ServedModel, prepared: Prepared, top_k: int, latency_ms: float
 ) -> PredictionOut:
+    probs = result.probabilities
     labels = served.checkpoint.meta.labels
     order = sorted(range(len(probs)), key=probs.__getitem__, reverse=True)
     best = order[0]
@@ -122,6 +141,8 @@ def prediction(
         confidence=round(probs[best], 6),
         probabilities=[round(p, 6) for p in probs],
         top_k=[TopK(label=labels[i], probability=round(probs[i], 6)) for i in order[:top_k]],
+        is_digit=result.is_digit,
+        digit_score=round(result.digit_score, 5),
         inverted=prepared.inverted,
         model_id=served.id,
         sha256=served.checkpoint.sha256,

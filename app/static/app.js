@@ -165,6 +165,7 @@ function clearResult(text) {
   state.last = null;
   state.seq++;
   $("digit").textContent = "–";
+  $("digit").classList.remove("not-digit");
   $("confidence").textContent = "";
   renderBars(new Array(10).fill(0), -1);
   hctx.clearRect(0, 0, heat.width, heat.height);
@@ -190,8 +191,12 @@ function renderBars(probs, top) {
 }
 
 function showResult(body) {
-  $("digit").textContent = body.label;
-  $("confidence").textContent = `${(body.confidence * 100).toFixed(1)}% sure`;
+  // is_digit false: the picture does not look like a digit, so the digit is not worth showing
+  $("digit").textContent = body.is_digit ? body.label : "not a digit";
+  $("digit").classList.toggle("not-digit", !body.is_digit);
+  $("confidence").textContent = body.is_digit
+    ? `${(body.confidence * 100).toFixed(1)}% sure`
+    : `(closest digit: ${body.label}, digit score ${body.digit_score.toFixed(2)})`;
   renderBars(body.probabilities, body.digit);
   const layers = body.layers || [];
   fillSelect($("layer"), layers.length);

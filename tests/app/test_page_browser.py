@@ -142,6 +142,18 @@ def test_browser_error_message_for_a_rejected_image(browser, shipped_server, tmp
     assert "No digit found" in status.text and "error" in status.get_attribute("class")
 
 
+def test_browser_upload_a_letter_says_not_a_digit(browser, shipped_server, tmp_path):
+    from tests.app.test_shipped_http import typed
+
+    path = tmp_path / "letter.png"
+    path.write_bytes(typed("K"))
+    browser.get(shipped_server + "/")
+    browser.find_element("id", "file").send_keys(str(path))
+    assert _wait_answer(browser, "Read letter.png") == "not a digit"
+    assert "closest digit" in browser.find_element("id", "confidence").text
+    browser.save_screenshot(str(ARTIFACTS / "not-a-digit.png"))
+
+
 def test_browser_keyboard_operable_controls(browser, shipped_server):
     browser.get(shipped_server + "/")
     for control in browser.find_elements("css selector", "button, input, select, canvas#pad"):

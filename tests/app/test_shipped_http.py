@@ -1,19 +1,76 @@
-import pytest
+"""The shipped model over HTTP: real MNIST digits are read and called digits; pictures that are
+not digits (typed letters and symbols in a typeface the model never saw, noise) are flagged."""
 
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from model import read_meta
 from tests.app.conftest import png_bytes
 from tests.conftest import SHIPPED
 
 pytestmark = pytest.mark.skipif(not SHIPPED.exists(), reason=f"no shipped checkpoint at {SHIPPED}")
+PNG = {"content-type": "image/png"}
 
 
-def test_shipped_model_reads_200_mnist_digits_over_http(make_client, mnist_root):
+def typed(text: str) -> bytes:
+    """``text`` typed in Pillow's own font (not one of the typefaces the model trained on), black on white."""
+    image = Image.new("RGB", (240, 240), "white")
+    ImageDraw.Draw(image).text((120, 120), text, fill="black", font=ImageFont.load_default(size=150), anchor="mm")
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+NOT_DIGITS = {
+    "letter A": typed("A"),
+    "letter K": typed("K"),
+    "letter x": typed("x"),
+    "symbol #": typed("#"),
+    "symbol &": typed("&"),
+    "noise": png_bytes(np.random.default_rng(0).integers(0, 256, (120, 120), dtype=np.uint8)),
+}
+
+
+@pytest.fixture(scope="module")
+def shipped_client(tiny_checkpoint):
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.settings import Settings
+    from tests.app.conftest import wait_ready
+
+    with TestClient(create_app(Settings(checkpoints=[SHIPPED])), raise_server_exceptions=False) as client:
+        wait_ready(client.get)
+        yield client
+
+
+def test_shipped_model_reads_200_mnist_digits_over_http_and_calls_them_digits(shipped_client, mnist_root):
     from training.data import load_split
 
-    client = make_client(checkpoints=[SHIPPED])
     test = load_split(mnist_root, train=False)
-    right = 0
+    right = flagged = 0
     for i in range(200):
-        r = client.post("/v1/predict", content=png_bytes(test.images[i].numpy()), headers={"content-type": "image/png"})
+        r = shipped_client.post("/v1/predict", content=png_bytes(test.images[i].numpy()), headers=PNG)
         assert r.status_code == 200
         right += r.json()["digit"] == int(test.labels[i])
+        flagged += not r.json()["is_digit"]
     assert right >= 196, f"{right}/200 right"
+    assert flagged <= 2, f"{flagged}/200 real digits called not a digit"
+
+
+@pytest.mark.parametrize("name", list(NOT_DIGITS))
+def test_shipped_model_flags_what_is_not_a_digit(shipped_client, name):
+    body = shipped_client.post("/v1/predict", content=NOT_DIGITS[name], headers=PNG).json()
+    threshold = read_meta(SHIPPED).calibration.threshold
+    assert body["is_digit"] is False, f"{name}: digit score {body['digit_score']} >= threshold {threshold}"
+    r = shipped_client.post("/v1/predict?reject=true", content=NOT_DIGITS[name], headers=PNG)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "not_a_digit"
+
+
+def test_shipped_model_is_calibrated():
+    cal = read_meta(SHIPPED).calibration
+    assert cal.threshold is not None and cal.fitted, "run python -m training trust --write on the shipped model"
+    assert cal.temperature != 1.0

@@ -8,8 +8,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from app.api.images import infer, prediction, preprocess
-from app.api.routes.predict import SINGLE_IMAGE_BODY, TopKQuery
+from app.api.images import infer, not_a_digit, prediction, preprocess, rejects
+from app.api.routes.predict import SINGLE_IMAGE_BODY, RejectQuery, TopKQuery
 from app.deps import ModelQuery, model_of, settings_of
 from app.errors import ERROR_RESPONSES
 from app.render import heatmap_png
@@ -37,17 +37,20 @@ async def attention(
     layers: Annotated[Literal["none", "all"], Query(description="`all` adds every layer's and head's map")] = "none",
     fmt: Annotated[Literal["json", "png"], Query(alias="format", description="`png`: heatmap over the digit")] = "json",
     which: Annotated[Literal["rollout", "cls"], Query(alias="map", description="which map the PNG shows")] = "rollout",
+    reject: RejectQuery = None,
 ) -> AttentionOut | Response:
     """Classify one digit and show where the model looked: attention rollout and CLS attention."""
     start = time.perf_counter()
     served, settings = model_of(request, model), settings_of(request)
     prepared = await preprocess(await read_single_image(request), served, settings)
     result = await infer(served.attention, prepared, settings)
+    if not result.is_digit and rejects(reject, settings):
+        raise not_a_digit(result, served)
     if fmt == "png":
         heat = result.rollout if which == "rollout" else result.cls_attention
         png = await run_in_threadpool(heatmap_png, prepared.pixels, heat.numpy())
         return Response(png, media_type="image/png")
-    base = prediction(result.probabilities, served, prepared, top_k, 0.0)
+    base = prediction(result, served, prepared, top_k, 0.0)
     per_layer = None
     if layers == "all":
         per_layer = [

@@ -8,15 +8,31 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from app.api.images import infer, infer_many, json_response, prediction, preprocess, preprocess_many
+from app.api.images import (
+    infer,
+    infer_many,
+    json_response,
+    not_a_digit,
+    prediction,
+    preprocess,
+    preprocess_many,
+    rejects,
+)
 from app.deps import ModelQuery, model_of, settings_of
-from app.errors import ERROR_RESPONSES, ApiError
+from app.errors import ERROR_RESPONSES
 from app.schemas import BatchItemError, BatchItemOut, BatchOut, PredictionOut
 from app.uploads import IMAGE_TYPES, read_batch_images, read_single_image
 from model.preprocess import Prepared
 
 router = APIRouter(tags=["predict"])
 TopKQuery = Annotated[int, Query(ge=1, le=10, description="how many of the most probable digits to list")]
+RejectQuery = Annotated[
+    bool | None,
+    Query(
+        description="true: a picture that is not a digit (is_digit false) gets 422 not_a_digit (in a batch: its "
+        "own error entry) instead of a prediction; default: the server's VIT_DIGITS_REJECT_NON_DIGITS"
+    ),
+]
 
 SINGLE_IMAGE_BODY: dict[str, Any] = {
     "requestBody": {
@@ -51,18 +67,24 @@ BATCH_BODY: dict[str, Any] = {
 
 
 @router.post("/predict", response_model=PredictionOut, responses=ERROR_RESPONSES, openapi_extra=SINGLE_IMAGE_BODY)
-async def predict(request: Request, top_k: TopKQuery = 3, model: ModelQuery = None) -> Response:
-    """Classify one digit image."""
+async def predict(
+    request: Request, top_k: TopKQuery = 3, model: ModelQuery = None, reject: RejectQuery = None
+) -> Response:
+    """Classify one digit image; say whether it is a digit at all."""
     start = time.perf_counter()
     served, settings = model_of(request, model), settings_of(request)
     prepared = await preprocess(await read_single_image(request), served, settings)
     result = await infer(served.predict, prepared, settings)
+    if not result.is_digit and rejects(reject, settings):
+        raise not_a_digit(result, served)
     latency_ms = (time.perf_counter() - start) * 1000
-    return json_response(prediction(result.probabilities, served, prepared, top_k, latency_ms))
+    return json_response(prediction(result, served, prepared, top_k, latency_ms))
 
 
 @router.post("/predict/batch", response_model=BatchOut, responses=ERROR_RESPONSES, openapi_extra=BATCH_BODY)
-async def predict_batch(request: Request, top_k: TopKQuery = 3, model: ModelQuery = None) -> Response:
+async def predict_batch(
+    request: Request, top_k: TopKQuery = 3, model: ModelQuery = None, reject: RejectQuery = None
+) -> Response:
     """Classify many images; a bad image gets its own error entry, the others their answers."""
     start = time.perf_counter()
     served, settings = model_of(request, model), settings_of(request)
@@ -71,13 +93,17 @@ async def predict_batch(request: Request, top_k: TopKQuery = 3, model: ModelQuer
     good = [p for p in prepared if isinstance(p, Prepared)]
     answers = iter(await infer_many(served.predict, good, settings))
     latency_ms = (time.perf_counter() - start) * 1000
+    reject_non_digits = rejects(reject, settings)
     results = []
     for index, ((name, _), item) in enumerate(zip(files, prepared, strict=True)):
-        if isinstance(item, ApiError):
-            results.append(
-                BatchItemOut(index=index, filename=name, error=BatchItemError(code=item.code, message=item.message))
-            )
-        else:
-            pred = prediction(next(answers).probabilities, served, item, top_k, latency_ms)
-            results.append(BatchItemOut(index=index, filename=name, prediction=pred))
+        if isinstance(item, Prepared):
+            result = next(answers)
+            if result.is_digit or not reject_non_digits:
+                pred = prediction(result, served, item, top_k, latency_ms)
+                results.append(BatchItemOut(index=index, filename=name, prediction=pred))
+                continue
+            item = not_a_digit(result, served)
+        results.append(
+            BatchItemOut(index=index, filename=name, error=BatchItemError(code=item.code, message=item.message))
+        )
     return json_response(BatchOut(results=results, model_id=served.id, latency_ms=round(latency_ms, 3)))

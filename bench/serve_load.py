@@ -11,12 +11,18 @@ Runs, in one go on this machine:
      it (ONNX Runtime on CPU) with every core in one process, in images/s.
 Prints a table and the ratios the targets are stated in. Needs wrk (``apt-get install wrk``).
 
+With ``--baseline DIR`` (another checkout, e.g. ``git worktree add /tmp/base main``), that checkout's
+service runs too, alternating with this one's on the same checkpoint, and the ratio of the two is
+printed: the way to check that a change costs no throughput.
+
     .venv/bin/python bench/serve_load.py [--duration 10] [--repeat 3] [--checkpoint checkpoints/vit-digits.safetensors]
+        [--baseline DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -65,9 +71,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(cmd: list[str], env: dict[str, str], port: int) -> Iterator[str]:
+def server(cmd: list[str], env: dict[str, str], port: int, cwd: Path = ROOT) -> Iterator[str]:
     proc = subprocess.Popen(
-        cmd, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        cmd, cwd=cwd, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -156,6 +162,7 @@ def main() -> None:
         metavar="NAME=VALUE",
         help="a service setting, e.g. VIT_DIGITS_WORKERS=2 (repeatable)",
     )
+    parser.add_argument("--baseline", type=Path, help="another checkout whose service runs alongside, for a ratio")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install wrk")
@@ -183,11 +190,16 @@ def main() -> None:
     naive_cmd = [python, "-m", "uvicorn", "bench.naive_app:app", "--port", str(naive_port), "--log-level", "warning"]
     runs: dict[str, dict[int, list[dict[str, float]]]] = {"service": {}, "naive": {}}
     batch_runs = []
-    with (
-        server([python, "-m", "app"], env, port) as base,
-        server(naive_cmd, {"VIT_DIGITS_CHECKPOINT": str(args.checkpoint)}, naive_port) as naive,
-    ):
+    with contextlib.ExitStack() as stack:
+        base = stack.enter_context(server([python, "-m", "app"], env, port))
+        naive = stack.enter_context(server(naive_cmd, {"VIT_DIGITS_CHECKPOINT": str(args.checkpoint)}, naive_port))
         urls = {"service": f"{base}/v1/predict", "naive": f"{naive}/v1/predict"}
+        if args.baseline is not None:
+            baseline_port = free_port()
+            baseline_env = {**env, "VIT_DIGITS_PORT": str(baseline_port), "PYTHONPATH": str(args.baseline.resolve())}
+            baseline = stack.enter_context(server([python, "-m", "app"], baseline_env, baseline_port, args.baseline))
+            urls["baseline"] = f"{baseline}/v1/predict"
+            runs["baseline"] = {}
         for c in args.concurrency:
             for url in urls.values():
                 wrk(url, work / "digit.png", "image/png", c, 2)  # warm-up
@@ -211,8 +223,9 @@ def main() -> None:
     print(
         f"{'endpoint':<22}{'conc':>5}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'p99 range':>15}{'errors':>8}"
     )
-    for name, label in (("service", "service /v1/predict"), ("naive", "naive /v1/predict")):
-        for c, r in rows[name].items():
+    labels = (("service", "service /v1/predict"), ("baseline", "baseline /v1/predict"), ("naive", "naive /v1/predict"))
+    for name, label in labels:
+        for c, r in rows.get(name, {}).items():
             spread = f"{r['p99_min']:.0f}-{r['p99_max']:.0f}"
             print(
                 f"{label:<22}{c:>5}{r['rps']:>9.0f}{r['p50']:>9.1f}{r['p95']:>9.1f}{r['p99']:>9.1f}"
@@ -234,6 +247,12 @@ def main() -> None:
             f"service p99 {s['p99']:.1f} ms (target <= 50)"
         )
     print(f"ratio batch endpoint / ceiling: {batch_ips / ceiling_ips:.2f}  (target >= 0.70)")
+    for c, r in rows.get("baseline", {}).items():
+        s = rows["service"][c]
+        print(
+            f"ratio service/baseline at concurrency {c}: req/s {s['rps'] / r['rps']:.3f}, "
+            f"p99 {s['p99']:.1f} vs {r['p99']:.1f} ms"
+        )
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     or before uvicorn starts listening if ``load_before_listen``."""
     state = app.state
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+    # Big pictures are decoded here, a bounded number at a time: that bounds their memory and CPU.
+    state.decoder = ThreadPoolExecutor(state.settings.max_concurrent_decodes, thread_name_prefix="decode")
 
     async def load() -> None:
         try:
@@ -62,6 +64,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if state.registry is not None:
         await state.registry.stop()
     executor.shutdown(wait=False, cancel_futures=True)
+    state.decoder.shutdown(wait=False, cancel_futures=True)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -40,9 +40,20 @@ class Settings(BaseSettings):
         description="how long a batch waits to fill up; 0: run at once, batching what queued while the model was busy",
     )
     queue_size: int = Field(512, ge=1, description="queued images before 503 + Retry-After")
-    request_timeout_s: float = Field(10.0, gt=0, description="per-request inference deadline (504 after)")
+    request_timeout_s: float = Field(
+        10.0, gt=0, description="per-request deadline for decoding, preprocessing and inference (504 after)"
+    )
     max_upload_bytes: int = Field(5_000_000, ge=1, description="request body cap, enforced as it streams in")
-    max_image_pixels: int = Field(25_000_000, ge=1, description="decoded image size cap (width x height)")
+    max_image_pixels: int = Field(25_000_000, ge=1, description="image size cap (width x height)")
+    # model.preprocess's default too; not imported from there, which would load torch into the supervisor
+    max_full_decode_pixels: int = Field(
+        10_000_000,
+        ge=1,
+        description="image size cap for the formats decoded at full size (all but JPEG)",
+    )
+    max_concurrent_decodes: int = Field(
+        1, ge=1, description="pictures over 256x256 decoded and preprocessed at once, per worker; others wait"
+    )
     max_batch_files: int = Field(64, ge=1, description="most images in one /v1/predict/batch request")
     api_key: str | None = Field(None, description="if set, /v1/* requires this X-API-Key header")
     cors_origins: Annotated[list[str], NoDecode] = Field(

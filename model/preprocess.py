@@ -136,7 +136,8 @@ def _load_reduced(image: Image.Image, working_side: int) -> Image.Image:
     factor = _shrink_factor(image.size, working_side)
     if _has_alpha(image):
         alpha = (image if image.mode in ("RGBA", "LA") else image.convert("RGBA")).getchannel("A")
-        if alpha.getextrema()[0] < _OPAQUE * 255:  # a drawing: only the alpha channel counts
+        lowest = alpha.getextrema()[0]  # one band: (min, max)
+        if isinstance(lowest, int | float) and lowest < _OPAQUE * 255:  # a drawing: only the alpha counts
             alpha = alpha.reduce(factor) if factor > 1 else alpha
             image = Image.merge("LA", (Image.new("L", alpha.size), alpha))
             factor = 1

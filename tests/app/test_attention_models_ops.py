@@ -65,7 +65,7 @@ def test_several_models_and_per_request_selection(make_client, tiny_checkpoint, 
 
 def test_readyz_reports_why_loading_failed(make_client, tmp_path):
     (tmp_path / "broken.safetensors").write_bytes(b"garbage")
-    client = make_client(checkpoints=[tmp_path / "broken.safetensors"], _no_wait=True)
+    client = make_client(checkpoints=[tmp_path / "broken.safetensors"], on_load_failure="stay", _no_wait=True)
     import time
 
     for _ in range(100):
@@ -73,7 +73,9 @@ def test_readyz_reports_why_loading_failed(make_client, tmp_path):
         if "failed" in r.text:
             break
         time.sleep(0.05)
-    assert r.status_code == 503 and "model loading failed" in r.json()["error"]["message"]
+    message = r.json()["error"]["message"]
+    assert r.status_code == 503 and "model loading failed" in message and "'broken'" in message
+    assert str(tmp_path) not in message  # the model id, never a path on the server
     assert client.get("/healthz").status_code == 200
     assert client.post("/v1/predict", content=b"x", headers=PNG).status_code == 503
 
@@ -82,7 +84,9 @@ def test_load_before_listen_is_ready_as_soon_as_started(make_client, tmp_path):
     client = make_client(load_before_listen=True, _no_wait=True)
     assert client.get("/readyz").status_code == 200  # the lifespan's startup waited for the models
     (tmp_path / "broken.safetensors").write_bytes(b"garbage")
-    broken = make_client(checkpoints=[tmp_path / "broken.safetensors"], load_before_listen=True, _no_wait=True)
+    broken = make_client(
+        checkpoints=[tmp_path / "broken.safetensors"], load_before_listen=True, on_load_failure="stay", _no_wait=True
+    )
     assert "model loading failed" in broken.get("/readyz").json()["error"]["message"]  # reported, not raised
 
 
@@ -153,7 +157,7 @@ def test_cuda_requested_without_gpu_is_a_clear_readiness_error(make_client):
 
     if torch.cuda.is_available():
         return
-    client = make_client(device="cuda", _no_wait=True)
+    client = make_client(device="cuda", on_load_failure="stay", _no_wait=True)
     import time
 
     for _ in range(100):

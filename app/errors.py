@@ -9,11 +9,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 from starlette.types import Send
 
 from app.logs import request_id_var
 
 log = logging.getLogger(__name__)
+CLIENT_CLOSED = 499  # nginx's status for a client that closed the connection before the answer
 
 
 class ApiError(Exception):
@@ -85,6 +88,12 @@ def install_error_handlers(app: FastAPI) -> None:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
         return error_response(422, "invalid_request", f"{where}: {first.get('msg', 'invalid request')}")
+
+    @app.exception_handler(ClientDisconnect)
+    async def _client_disconnected(request: Request, _: ClientDisconnect) -> Response:
+        # Nobody is left to read an answer; this one only gives the metrics and access log a status.
+        log.info("client disconnected before its request was read", extra={"path": request.url.path})
+        return Response(status_code=CLIENT_CLOSED)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -19,7 +19,11 @@ from app.errors import ApiError
 from app.registry import Registry, ServedModel
 from app.settings import Settings
 
-ModelQuery = Annotated[str | None, Query(description="model id from /v1/models; the default if omitted")]
+MODEL_ID_CHARS = 64
+ModelQuery = Annotated[
+    str | None,
+    Query(max_length=MODEL_ID_CHARS, description="model id from /v1/models; the default if omitted"),
+]
 
 
 def settings_of(request: Request) -> Settings:

@@ -27,6 +27,12 @@ class ApiError(Exception):
         self.status, self.code, self.message, self.headers = status, code, message, headers
 
 
+def clip(text: str, limit: int = 64) -> str:
+    """``text`` cut to ``limit`` characters (marked with "..."): how much of a client's input an
+    answer echoes back."""
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
     return {"error": {"code": code, "message": message, "request_id": request_id_var.get()}}
 
@@ -53,20 +59,24 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
     return JSONResponse(error_body(code, message), status_code=status, headers=headers)
 
 
+def documented(code: str, text: str) -> dict[str, object]:
+    """An error response as the OpenAPI schema shows it."""
+    example = {"error": {"code": code, "message": text, "request_id": "3f2a…"}}
+    return {"description": text, "content": {"application/json": {"example": example}}}
+
+
+NOT_READY = documented("not_ready", "the models are still loading (or failed to); retry after Retry-After")
+UNAUTHORIZED = documented("unauthorized", "missing or wrong X-API-Key header (only when the server has a key)")
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
-    status: {
-        "description": text,
-        "content": {"application/json": {"example": {"error": {"code": code, "message": text, "request_id": "3f2a…"}}}},
-    }
+    status: documented(code, text)
     for status, code, text in [
         (400, "invalid_image", "the image data is truncated or corrupt"),
-        (401, "unauthorized", "missing or wrong X-API-Key header"),
         (404, "model_not_found", "no model 'x'; loaded: vit-digits"),
         (413, "payload_too_large", "the request body exceeds 5000000 bytes"),
         (415, "unsupported_media_type", "send multipart/form-data or an image/* body"),
         (422, "no_digit", "no digit found: the image is blank or has no contrast"),
-        (503, "queue_full", "the server is at capacity; retry after the Retry-After seconds"),
-        (504, "inference_timeout", "inference did not finish within 10 s"),
+        (503, "queue_full", "the server is at capacity, or not ready yet; retry after the Retry-After seconds"),
+        (504, "inference_timeout", "not answered within the deadline of 10 s"),
     ]
 }
 

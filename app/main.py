@@ -12,10 +12,10 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app.api.routes import attention, health, models, page, predict
+from app.api.routes import attention, docs, health, models, page, predict
 from app.errors import install_error_handlers
 from app.metrics import Metrics
-from app.middleware import ApiKeyMiddleware, RequestContextMiddleware, document_api_key
+from app.middleware import ApiKeyMiddleware, RequestContextMiddleware, document_api
 from app.registry import ModelLoadError, build_registry, load_models
 from app.settings import Settings
 from app.uploads import BodyLimitMiddleware
@@ -98,6 +98,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
         description="Handwritten digit classification with a Vision Transformer, with attention maps.",
+        docs_url=None,  # app.api.routes.docs serves /docs and /redoc without a CDN
+        redoc_url=None,
     )
     app.state.settings = settings or Settings()
     app.state.metrics = Metrics()
@@ -112,7 +114,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(v1)
     app.include_router(health.router)
     app.include_router(page.router)
-    document_api_key(app)
+    app.include_router(docs.router)
+    document_api(
+        app, api_key=app.state.settings.api_key is not None, max_batch_files=app.state.settings.max_batch_files
+    )
     # Middleware added later wraps what was added before: from the outside in, request context,
     # body limit, CORS (so that preflights need no key), API key.
     if app.state.settings.api_key:

@@ -101,6 +101,7 @@ def test_api_key_protects_v1_only(make_client, digit_png):
     spec = client.get("/openapi.json").json()
     assert spec["components"]["securitySchemes"]["APIKeyHeader"]["name"] == "X-API-Key"
     assert spec["paths"]["/v1/predict"]["post"]["security"] == [{"APIKeyHeader": []}]
+    assert "401" in spec["paths"]["/v1/models"]["get"]["responses"]
     assert "security" not in spec["paths"]["/healthz"]["get"]
 
 
@@ -144,7 +145,13 @@ def test_openapi_documents_the_api(client):
     )
     body = spec["paths"]["/v1/predict"]["post"]["requestBody"]["content"]
     assert "multipart/form-data" in body and "image/png" in body
-    assert client.get("/docs").status_code == 200
+    assert body["multipart/form-data"]["schema"]["additionalProperties"] is False
+    batch = spec["paths"]["/v1/predict/batch"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert batch["properties"]["files"]["minItems"] == 1 and batch["properties"]["files"]["maxItems"] == 64
+    operations = [op for path, ops in spec["paths"].items() if path.startswith("/v1/") for op in ops.values()]
+    assert not any("security" in op or "401" in op["responses"] for op in operations)  # no key: no 401
+    assert "APIKeyHeader" not in spec.get("components", {}).get("securitySchemes", {})
+    assert "503" in spec["paths"]["/v1/models"]["get"]["responses"]
 
 
 def test_cpu_device_selection(make_client):

@@ -72,6 +72,29 @@ def test_predict_multipart_without_file_field(client):
     _assert_error(client.post("/v1/predict", data={"other": "x"}, files={"nope": ("a.txt", b"x")}), 422, "missing_file")
 
 
+def test_predict_multipart_fields_besides_the_image_are_refused_as_the_schema_says(client, digit_png):
+    image = {"file": ("seven.png", digit_png, "image/png")}
+    err = _assert_error(client.post("/v1/predict", data={"note": "x"}, files=image), 422, "unexpected_field")
+    assert "'note'" in err["message"]
+    many = {f"f{i}": "x" for i in range(20)}
+    _assert_error(client.post("/v1/predict", data=many, files=image), 422, "unexpected_field")
+    batch = [("files", ("a.png", digit_png, "image/png"))]
+    _assert_error(client.post("/v1/predict/batch", data=many, files=batch), 422, "unexpected_field")
+    assert client.post("/v1/predict", files=image).status_code == 200
+
+
+def test_user_input_is_echoed_back_bounded(client, digit_png):
+    long = "m" * 60_000
+    r = client.post(f"/v1/predict?model={long}", content=digit_png, headers=PNG)
+    assert r.status_code == 422 and len(r.content) < 500
+    r = client.post("/v1/predict", content=b"x", headers={"content-type": "text/" + "x" * 5000})
+    assert r.status_code == 415 and len(r.content) < 500
+    files = [("files", ("n" * 300 + ".png", digit_png, "image/png"))]
+    r = client.post("/v1/predict/batch", files=files)
+    assert r.status_code == 200, r.text
+    assert len(r.json()["results"][0]["filename"]) <= 258
+
+
 def test_predict_pixel_cap_rejects_decompression_bombs(make_client):
     client = make_client(max_image_pixels=1_000_000)
     bomb = png_bytes(np.zeros((2000, 1000), np.uint8))  # 2 MP, a few kB on the wire

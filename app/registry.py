@@ -142,8 +142,9 @@ def load_models(settings: Settings) -> list[LoadedModel]:
         try:
             loaded.append(_load_model(path, settings, device, dtype, runtime))
         except Exception as exc:
+            detail = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
             message = str(exc).replace(str(path.resolve()), path.name).replace(str(path), path.name)
-            raise ModelLoadError(f"model {path.stem!r} cannot be served: {message}", f"{path}: {exc}") from exc
+            raise ModelLoadError(f"model {path.stem!r} cannot be served: {message}", detail) from exc
     return loaded
 
 

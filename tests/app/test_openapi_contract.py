@@ -23,7 +23,7 @@ from tests.app.conftest import serve
 
 pytestmark = pytest.mark.slow
 CONFIG = Path(__file__).with_name("schemathesis.toml")
-MAX_EXAMPLES = 400  # per operation and phase: ~1,400 cases a run, about 70 s on 2 cores
+MAX_EXAMPLES = 400  # per operation and phase: 600-1,430 cases a run here, 1-2 minutes (more on a busy machine)
 BATCH = "/v1/predict/batch"
 SEED = 13  # fixed, so that CI is reproducible; change it to explore other cases
 
@@ -49,15 +49,20 @@ def test_openapi_contract_holds_on_a_live_server(tiny_checkpoint, api_key):
                 ),
                 *("--checks", "all", "--exclude-checks", excluded, *which),
                 *("--max-examples", str(MAX_EXAMPLES), "--seed", str(SEED), "--workers", "2"),
+                # generation's own health checks (too slow, too much filtering) say nothing about the
+                # API and trip on a busy machine; a slow answer is not a failure either
+                *("--suppress-health-check", "all", "--request-timeout", "30"),
                 *(("--header", f"X-API-Key: {api_key}") if api_key else ()),
             ]
             done = subprocess.run(command, capture_output=True, text=True, timeout=600)
             out = done.stdout
             summary = out[out.rfind("SUMMARY") :]
-            failures = out[out.find("FAILURES") : out.find("FAILURES") + 4000] if "FAILURES" in out else ""
+            first = min((out.find(title) for title in ("ERRORS", "FAILURES") if title in out), default=-1)
+            failures = out[first : first + 4000] if first >= 0 else ""
             assert done.returncode == 0, f"{failures}\n{summary}\n{done.stderr[-2000:]}"
-            generated = re.search(r"(\d+) generated", summary)
-            assert generated, summary
+            generated, selected, tested = (
+                re.search(pattern, summary) for pattern in (r"(\d+) generated", r"Selected: (\d+)", r"Tested: (\d+)")
+            )
+            assert generated and selected and tested and tested.group(1) == selected.group(1), summary
             cases += int(generated.group(1))
-    assert cases > 500, cases  # ~1,000-1,400 a run here; fewer would mean most operations were skipped
     print(f"schemathesis, API key {'set' if api_key else 'unset'}: {cases} generated cases, 0 failures")

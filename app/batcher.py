@@ -91,20 +91,9 @@ class MicroBatcher(Generic[R]):
         self._arrived.set()
         return await asyncio.wait_for(future, timeout_s)  # on timeout the future is cancelled: skipped
 
-    async def submit_many(self, xs: torch.Tensor, timeout_s: float) -> list[R]:
-        """Queue every row of ``xs`` at once (a batch request) and wait for all their results."""
-        if len(self._pending) + len(xs) > self._queue_size:
-            raise QueueFullError(f"{len(self._pending)} images are already waiting")
-        loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[R]] = [loop.create_future() for _ in range(len(xs))]
-        self._pending.extend(_Pending(x, f) for x, f in zip(xs, futures, strict=True))
-        self._depth.set(len(self._pending))
-        self._arrived.set()
-        try:
-            return list(await asyncio.wait_for(asyncio.gather(*futures), timeout_s))
-        finally:
-            for future in futures:
-                future.cancel()  # no-op for the finished ones; the loop skips the others
+    def room(self) -> int:
+        """How many more inputs the queue takes before :meth:`submit` raises :class:`QueueFullError`."""
+        return self._queue_size - len(self._pending)
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()

@@ -10,6 +10,7 @@ parameters (validated and documented as usual); the API key is checked by
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
 from typing import Annotated
 
 from fastapi import Query, Request
@@ -18,7 +19,11 @@ from app.errors import ApiError
 from app.registry import Registry, ServedModel
 from app.settings import Settings
 
-ModelQuery = Annotated[str | None, Query(description="model id from /v1/models; the default if omitted")]
+MODEL_ID_CHARS = 64
+ModelQuery = Annotated[
+    str | None,
+    Query(max_length=MODEL_ID_CHARS, description="model id from /v1/models; the default if omitted"),
+]
 
 
 def settings_of(request: Request) -> Settings:
@@ -41,3 +46,9 @@ def model_of(request: Request, model_id: str | None) -> ServedModel:
     if served is None:
         raise ApiError(404, "model_not_found", f"no model {model_id!r}; loaded: {', '.join(registry.models)}")
     return served
+
+
+def decoder_of(request: Request) -> Executor:
+    """The threads that decode and preprocess pictures too big for the event loop."""
+    decoder: Executor = request.app.state.decoder
+    return decoder

@@ -9,11 +9,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 from starlette.types import Send
 
 from app.logs import request_id_var
 
 log = logging.getLogger(__name__)
+CLIENT_CLOSED = 499  # nginx's status for a client that closed the connection before the answer
 
 
 class ApiError(Exception):
@@ -22,6 +25,12 @@ class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.code, self.message, self.headers = status, code, message, headers
+
+
+def clip(text: str, limit: int = 64) -> str:
+    """``text`` cut to ``limit`` characters (marked with "..."): how much of a client's input an
+    answer echoes back."""
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
@@ -50,14 +59,18 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
     return JSONResponse(error_body(code, message), status_code=status, headers=headers)
 
 
+def documented(code: str, text: str) -> dict[str, object]:
+    """An error response as the OpenAPI schema shows it."""
+    example = {"error": {"code": code, "message": text, "request_id": "3f2a…"}}
+    return {"description": text, "content": {"application/json": {"example": example}}}
+
+
+NOT_READY = documented("not_ready", "the models are still loading (or failed to); retry after Retry-After")
+UNAUTHORIZED = documented("unauthorized", "missing or wrong X-API-Key header (only when the server has a key)")
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
-    status: {
-        "description": text,
-        "content": {"application/json": {"example": {"error": {"code": code, "message": text, "request_id": "3f2a…"}}}},
-    }
+    status: documented(code, text)
     for status, code, text in [
         (400, "invalid_image", "the image data is truncated or corrupt"),
-        (401, "unauthorized", "missing or wrong X-API-Key header"),
         (404, "model_not_found", "no model 'x'; loaded: vit-digits"),
         (413, "payload_too_large", "the request body exceeds 5000000 bytes"),
         (415, "unsupported_media_type", "send multipart/form-data or an image/* body"),
@@ -67,8 +80,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
             "no digit found: the image is blank or has no contrast (with ?reject=true also "
             "not_a_digit: the picture does not look like a digit)",
         ),
-        (503, "queue_full", "the server is at capacity; retry after the Retry-After seconds"),
-        (504, "inference_timeout", "inference did not finish within 10 s"),
+        (503, "queue_full", "the server is at capacity, or not ready yet; retry after the Retry-After seconds"),
+        (504, "inference_timeout", "not answered within the deadline of 10 s"),
     ]
 }
 
@@ -90,6 +103,12 @@ def install_error_handlers(app: FastAPI) -> None:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
         return error_response(422, "invalid_request", f"{where}: {first.get('msg', 'invalid request')}")
+
+    @app.exception_handler(ClientDisconnect)
+    async def _client_disconnected(request: Request, _: ClientDisconnect) -> Response:
+        # Nobody is left to read an answer; this one only gives the metrics and access log a status.
+        log.info("client disconnected before its request was read", extra={"path": request.url.path})
+        return Response(status_code=CLIENT_CLOSED)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

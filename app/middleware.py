@@ -11,16 +11,25 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import send_error
+from app.errors import UNAUTHORIZED, send_error
 from app.logs import request_id_var
 from app.metrics import Metrics
 
 log = logging.getLogger("app.access")
+# On every response. The pages (/, /docs, /redoc) set a content security policy of their own; every
+# other response gets one that lets it load nothing and be framed nowhere.
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+]
+DEFAULT_POLICY = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
 
 
 class RequestContextMiddleware:
     """Gives each request an id (the client's ``X-Request-ID`` or a new one), returns it in the
-    response header, logs the request, and counts it by route template and status."""
+    response header with the security headers, logs the request, and counts it by route template
+    and status."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics):
         self.app, self.metrics = app, metrics
@@ -38,7 +47,10 @@ class RequestContextMiddleware:
         path: str = scope["path"]
         if path in self._known:
             return path
-        return "/static/{name}" if path.startswith("/static/") else "unmatched"
+        for prefix in ("/static/", "/docs/assets/"):
+            if path.startswith(prefix):
+                return prefix + "{name}"
+        return "unmatched"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -53,7 +65,10 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                headers = [*message.get("headers", []), (b"x-request-id", request_id.encode()), *SECURITY_HEADERS]
+                if not any(name.lower() == DEFAULT_POLICY[0] for name, _ in headers):
+                    headers.append(DEFAULT_POLICY)
+                message["headers"] = headers
             await send(message)
 
         try:
@@ -95,27 +110,27 @@ class ApiKeyMiddleware:
         await self.app(scope, receive, send)
 
 
-API_KEY_SCHEME = {
-    "type": "apiKey",
-    "in": "header",
-    "name": "X-API-Key",
-    "description": "required when the server sets one",
-}
+API_KEY_SCHEME = {"type": "apiKey", "in": "header", "name": "X-API-Key"}
 
 
-def document_api_key(app: FastAPI) -> None:
-    """Declare the ``X-API-Key`` scheme on every ``/v1/`` operation of the OpenAPI schema (the
-    check itself is :class:`ApiKeyMiddleware`, which FastAPI cannot see)."""
+def document_api(app: FastAPI, api_key: bool, max_batch_files: int) -> None:
+    """Make the OpenAPI schema say what the server does where FastAPI cannot see it: the
+    ``X-API-Key`` scheme and its 401 on every ``/v1/`` operation, only if the server has a key (the
+    check itself is :class:`ApiKeyMiddleware`); the batch endpoint's most files."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = generate()
-            schema.setdefault("components", {}).setdefault("securitySchemes", {})["APIKeyHeader"] = API_KEY_SCHEME
-            for path, operations in schema["paths"].items():
-                if path.startswith("/v1/"):
-                    for operation in operations.values():
-                        operation["security"] = [{"APIKeyHeader": []}]
+            batch = schema["paths"]["/v1/predict/batch"]["post"]["requestBody"]["content"]["multipart/form-data"]
+            batch["schema"]["properties"]["files"]["maxItems"] = max_batch_files
+            if api_key:
+                schema.setdefault("components", {}).setdefault("securitySchemes", {})["APIKeyHeader"] = API_KEY_SCHEME
+                for path, operations in schema["paths"].items():
+                    if path.startswith("/v1/"):
+                        for operation in operations.values():
+                            operation["security"] = [{"APIKeyHeader": []}]
+                            operation["responses"]["401"] = UNAUTHORIZED
         return app.openapi_schema  # type: ignore[return-value]
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -31,7 +31,16 @@ from model.factory import count_parameters
 log = logging.getLogger(__name__)
 
 
-class NoModelsError(RuntimeError):
+class ModelLoadError(RuntimeError):
+    """A model that cannot be served. Its message names model ids, never a filesystem path (it is
+    shown to anyone on /readyz); ``detail`` has the whole story, paths included, for the logs."""
+
+    def __init__(self, message: str, detail: str):
+        super().__init__(message)
+        self.detail = detail
+
+
+class NoModelsError(ModelLoadError):
     """Nothing to serve: no checkpoint found where the settings point."""
 
 
@@ -102,7 +111,10 @@ def checkpoint_files(paths: list[Path]) -> list[Path]:
     for path in paths:
         files += sorted(path.glob("*.safetensors")) if path.is_dir() else [path]
     if not files:
-        raise NoModelsError(f"no *.safetensors checkpoint in {', '.join(map(str, paths))}")
+        raise NoModelsError(
+            "no checkpoint to serve: VIT_DIGITS_CHECKPOINTS names no *.safetensors file",
+            f"no *.safetensors checkpoint in {', '.join(map(str, paths))}",
+        )
     return files
 
 
@@ -128,22 +140,32 @@ def load_models(settings: Settings) -> list[LoadedModel]:
     runtime = resolve_runtime(settings.runtime, device)
     loaded = []
     for path in checkpoint_files(settings.checkpoints):
-        ckpt = load_checkpoint(path, device=device)
-        model = ckpt.model.to(dtype)
-        pre, chans = ckpt.meta.preprocess, ckpt.meta.config.in_chans
-        example = torch.randn(4, chans, pre.image_size, pre.image_size, device=device, dtype=dtype)
-        predict_runner, used = build_runner(model, example, runtime, settings.torch_threads)
-        attention_runner, _ = build_runner(WithAttention(model), example, runtime, settings.torch_threads)
-        predict = predict_fn(predict_runner, ckpt, device, dtype)
-        attention = attention_fn(attention_runner, ckpt, device, dtype)
-        for batch in sorted({1, max(settings.max_batch_size // 4, 1), settings.max_batch_size}):
-            predict(example[:1].expand(batch, -1, -1, -1))  # warm-up: allocations, kernel choices
-        attention(example[:1])
-        log.info(
-            "loaded model", extra={"model": path.stem, "device": str(device), "runtime": used, "sha256": ckpt.sha256}
-        )
-        loaded.append(LoadedModel(path.stem, ckpt, device, dtype, used, predict, attention))
+        try:
+            loaded.append(_load_model(path, settings, device, dtype, runtime))
+        except Exception as exc:
+            detail = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+            message = str(exc).replace(str(path.resolve()), path.name).replace(str(path), path.name)
+            raise ModelLoadError(f"model {path.stem!r} cannot be served: {message}", detail) from exc
     return loaded
+
+
+def _load_model(
+    path: Path, settings: Settings, device: torch.device, dtype: torch.dtype, runtime: Runtime
+) -> LoadedModel:
+    """Load, compile and warm up one checkpoint."""
+    ckpt = load_checkpoint(path, device=device)
+    model = ckpt.model.to(dtype)
+    pre, chans = ckpt.meta.preprocess, ckpt.meta.config.in_chans
+    example = torch.randn(4, chans, pre.image_size, pre.image_size, device=device, dtype=dtype)
+    predict_runner, used = build_runner(model, example, runtime, settings.torch_threads)
+    attention_runner, _ = build_runner(WithAttention(model), example, runtime, settings.torch_threads)
+    predict = predict_fn(predict_runner, ckpt, device, dtype)
+    attention = attention_fn(attention_runner, ckpt, device, dtype)
+    for batch in sorted({1, max(settings.max_batch_size // 4, 1), settings.max_batch_size}):
+        predict(example[:1].expand(batch, -1, -1, -1))  # warm-up: allocations, kernel choices
+    attention(example[:1])
+    log.info("loaded model", extra={"model": path.stem, "device": str(device), "runtime": used, "sha256": ckpt.sha256})
+    return LoadedModel(path.stem, ckpt, device, dtype, used, predict, attention)
 
 
 def build_registry(
@@ -172,6 +194,7 @@ def build_registry(
         registry.models[m.id] = served
     default = settings.default_model or next(iter(registry.models))
     if default not in registry.models:
-        raise NoModelsError(f"default model {default!r} is not among the loaded: {', '.join(registry.models)}")
+        message = f"default model {default!r} is not among the loaded: {', '.join(registry.models)}"
+        raise NoModelsError(message, message)
     registry.default_id = default
     return registry

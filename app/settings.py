@@ -40,9 +40,20 @@ class Settings(BaseSettings):
         description="how long a batch waits to fill up; 0: run at once, batching what queued while the model was busy",
     )
     queue_size: int = Field(512, ge=1, description="queued images before 503 + Retry-After")
-    request_timeout_s: float = Field(10.0, gt=0, description="per-request inference deadline (504 after)")
+    request_timeout_s: float = Field(
+        10.0, gt=0, description="per-request deadline for decoding, preprocessing and inference (504 after)"
+    )
     max_upload_bytes: int = Field(5_000_000, ge=1, description="request body cap, enforced as it streams in")
-    max_image_pixels: int = Field(25_000_000, ge=1, description="decoded image size cap (width x height)")
+    max_image_pixels: int = Field(25_000_000, ge=1, description="image size cap (width x height)")
+    # model.preprocess's default too; not imported from there, which would load torch into the supervisor
+    max_full_decode_pixels: int = Field(
+        10_000_000,
+        ge=1,
+        description="image size cap for the formats decoded at full size (all but JPEG)",
+    )
+    max_concurrent_decodes: int = Field(
+        1, ge=1, description="pictures over 256x256 decoded and preprocessed at once, per worker; others wait"
+    )
     max_batch_files: int = Field(64, ge=1, description="most images in one /v1/predict/batch request")
     reject_non_digits: bool = Field(
         False,
@@ -56,12 +67,33 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="bind address for `python -m app`")
     port: int = Field(8000, ge=1, le=65535, description="port for `python -m app`")
     workers: int = Field(2, ge=1, description="uvicorn worker processes (each loads the models)")
+    on_load_failure: Literal["exit", "stay"] = Field(
+        "exit",
+        description="if no model can be loaded: exit (non-zero, with the reason) or stay up, not ready (/readyz 503)",
+    )
+    max_header_bytes: int = Field(
+        64 * 1024, ge=1024, description="most bytes of a request's header (request line and fields); 431 beyond"
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="time for a request's header to arrive, from the connection opening or the previous response; "
+        "408 (or a plain close, if none of it came) after",
+    )
+    keep_alive_s: int = Field(5, ge=1, description="idle keep-alive connections are closed after this many seconds")
     load_before_listen: bool = Field(
         False,
         description="load and warm up the models before taking connections (always, for the workers of a "
         "multi-worker `python -m app`); false: /healthz answers while they load",
     )
     log_level: str = Field("info", description="debug | info | warning | error")
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_not_empty(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("VIT_DIGITS_API_KEY is set but empty; unset it to serve without a key, or give a key")
+        return value
 
     @field_validator("checkpoints", "cors_origins", mode="before")
     @classmethod

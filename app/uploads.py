@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import ApiError, send_error
+from app.errors import ApiError, clip, send_error
 
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/bmp", "image/webp", "image/tiff")
+FILENAME_CHARS = 255  # a batch result echoes at most this much of each file's name
 
 
 class BodyTooLargeError(ApiError):
@@ -63,25 +65,44 @@ def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
+async def _form(request: Request, field: str, max_files: int) -> FormData:
+    """The multipart form of ``request``, holding only parts named ``field`` (as the OpenAPI schema
+    says: ``additionalProperties: false``); starlette's refusals become this API's errors."""
+    try:
+        form = await request.form(max_files=max_files, max_fields=8)
+    except HTTPException as exc:  # starlette: 400 with the parser's reason
+        if str(exc.detail).startswith("Too many files"):
+            raise ApiError(413, "too_many_files", f"at most {max_files} files per request") from exc
+        if str(exc.detail).startswith("Too many fields"):
+            raise ApiError(422, "unexpected_field", f"send only multipart fields named {field!r}") from exc
+        raise ApiError(400, "invalid_multipart", f"the multipart body cannot be read: {exc.detail}") from exc
+    if not any(isinstance(value, UploadFile) for value in form.getlist(field)):
+        plural = "any" if field == "files" else "a"
+        raise ApiError(422, "missing_file", f"multipart request without {plural} {field!r} field holding an image")
+    unexpected = next((name for name in form if name != field), None)
+    if unexpected is not None:
+        message = f"unexpected multipart field {clip(unexpected)!r}: send only fields named {field!r}"
+        raise ApiError(422, "unexpected_field", message)
+    return form
+
+
 async def read_single_image(request: Request) -> bytes:
     """The image of a single-image request: multipart field ``file`` or a raw image body."""
     media = _media_type(request)
     if media == "multipart/form-data":
-        form = await request.form(max_files=1, max_fields=8)
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise ApiError(422, "missing_file", "multipart request without a 'file' field holding an image")
+        upload = (await _form(request, "file", max_files=1)).get("file")
+        assert isinstance(upload, UploadFile)  # checked by _form
         return await upload.read()
     if media.startswith("image/"):
         if media not in IMAGE_TYPES:
             raise ApiError(
-                415, "unsupported_media_type", f"{media} is not accepted; send one of {', '.join(IMAGE_TYPES)}"
+                415, "unsupported_media_type", f"{clip(media)} is not accepted; send one of {', '.join(IMAGE_TYPES)}"
             )
         return await request.body()
     raise ApiError(
         415,
         "unsupported_media_type",
-        f"content type {media or '(none)'} is not accepted: send multipart/form-data with a 'file' field, "
+        f"content type {clip(media) or '(none)'} is not accepted: send multipart/form-data with a 'file' field, "
         f"or the image itself with an image/* content type",
     )
 
@@ -90,15 +111,6 @@ async def read_batch_images(request: Request, max_files: int) -> list[tuple[str,
     """(filename, bytes) of every ``files`` field of a multipart batch request, in order."""
     if _media_type(request) != "multipart/form-data":
         raise ApiError(415, "unsupported_media_type", "send the images as multipart/form-data fields named 'files'")
-    try:
-        form = await request.form(max_files=max_files, max_fields=max_files + 8)
-    except Exception as exc:  # starlette raises a 400 HTTPException with its reason for too many parts
-        if getattr(exc, "status_code", None) == 400:
-            raise ApiError(413, "too_many_files", f"at most {max_files} files per batch request") from exc
-        raise
+    form = await _form(request, "files", max_files)
     uploads = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
-    if not uploads:
-        raise ApiError(422, "missing_file", "multipart request without any 'files' field holding an image")
-    if len(uploads) > max_files:
-        raise ApiError(413, "too_many_files", f"{len(uploads)} files; at most {max_files} per batch request")
-    return [(u.filename or f"file{i}", await u.read()) for i, u in enumerate(uploads)]
+    return [(clip(u.filename or f"file{i}", FILENAME_CHARS), await u.read()) for i, u in enumerate(uploads)]

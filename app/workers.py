@@ -13,7 +13,9 @@ usual ways gives:
   batch benchmark 1/3 in six runs of eight, which left one worker's share of the CPU idle.
 
 Connections are handed out only to workers whose models are loaded and warmed up, and the socket
-starts listening once the first worker is ready. The supervisor restarts a worker that dies, and on
+starts listening once the first worker is ready. The supervisor restarts a worker that dies, except
+one that could not start at all (its models failed to load: uvicorn's startup-failure status), in
+which case it stops every worker and exits with status 1; on
 SIGTERM or SIGINT stops taking connections and stops the workers gracefully (uvicorn finishes the
 requests in flight). Handing over a connection costs the supervisor an ``accept`` and a
 ``sendmsg``; a keep-alive connection pays it once.
@@ -40,6 +42,7 @@ from typing import Any
 import uvicorn
 
 from app.logs import configure_logging
+from app.server import uvicorn_options
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,7 @@ MAX_QUICK_EXITS = 5  # consecutive quick deaths of one worker before the supervi
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 READY = b"ready"  # worker -> supervisor, once its models are loaded
 BACKLOG = 2048
+STARTUP_FAILURE = 3  # a worker's exit status when its server could not start (uvicorn's own code)
 
 
 def can_hand_over_connections() -> bool:
@@ -81,7 +85,8 @@ class HandedConnectionsServer(uvicorn.Server):
         self._handshakes: set[asyncio.Task[Any]] = set()
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=[])  # the lifespan (models load and warm up), no listening
+        # the lifespan (models load and warm up), no listening; a failure exits with STARTUP_FAILURE
+        await super().startup(sockets=[])
         loop = asyncio.get_running_loop()
         self.channel.setblocking(False)
         loop.add_reader(self.channel.fileno(), self._take_connections, loop)
@@ -122,12 +127,12 @@ class HandedConnectionsServer(uvicorn.Server):
         await super().shutdown(sockets=sockets)
 
 
-def serve_worker(channel: socket.socket, log_level: str, supervisor: int) -> None:
+def serve_worker(channel: socket.socket, settings: Settings, supervisor: int) -> None:
     """One worker process: one uvicorn server, the app from ``app.asgi``, connections from ``channel``."""
     _die_with(supervisor)
-    configure_logging(log_level)
+    configure_logging(settings.log_level)
     os.environ["VIT_DIGITS_LOAD_BEFORE_LISTEN"] = "true"  # ready only once the models are loaded
-    config = uvicorn.Config("app.asgi:app", log_config=None, access_log=False)
+    config = uvicorn.Config("app.asgi:app", **uvicorn_options(settings))
     HandedConnectionsServer(config, channel).run()
 
 
@@ -198,6 +203,13 @@ class Supervisor:
                         continue
                     lived = time.monotonic() - worker.started
                     i = worker.index
+                    if worker.process.exitcode == STARTUP_FAILURE:
+                        log.error(
+                            "a worker could not start (see its log: the models failed to load); stopping",
+                            extra={"worker": i, "pid": worker.process.pid},
+                        )
+                        self._stop, code = True, 1
+                        break
                     quick_exits[i] = quick_exits[i] + 1 if lived < QUICK_EXIT_S else 0
                     log.warning(
                         "worker exited; restarting it",
@@ -216,7 +228,7 @@ class Supervisor:
     def _start(self, index: int) -> Worker:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         process = self._context.Process(
-            target=serve_worker, args=(theirs, self.settings.log_level, os.getpid()), name=f"vit-digits-worker-{index}"
+            target=serve_worker, args=(theirs, self.settings, os.getpid()), name=f"vit-digits-worker-{index}"
         )
         process.start()
         theirs.close()  # the child has its own copy

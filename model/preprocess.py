@@ -3,9 +3,9 @@
 MNIST digits are light strokes on black, size-normalised to fit 20x20 keeping their aspect
 ratio, and placed in 28x28 with the centre of mass at the centre. A user's photo or drawing is
 usually dark ink on light paper, anywhere and at any size; without the same normalisation the
-model misreads it. The steps: decode (with a pixel cap), EXIF orientation, transparency as
-background, grayscale, auto-invert, background removal, crop to the ink, fit into 20x20, centre
-the mass in 28x28, normalise with the training mean/std.
+model misreads it. The steps: decode (with a pixel cap; a big picture at reduced size), EXIF
+orientation, transparency as background, grayscale, auto-invert, background removal, crop to the
+ink, fit into 20x20, centre the mass in 28x28, normalise with the training mean/std.
 """
 
 from __future__ import annotations
@@ -15,10 +15,29 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 ALLOWED_FORMATS = frozenset({"PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF"})
 DEFAULT_MAX_PIXELS = 25_000_000
+# Every format but JPEG is decoded at full size whatever happens next, and that decoding is most of
+# the cost of a big picture (a 25-megapixel RGB PNG: ~0.3 s of zlib alone); so those formats have
+# a lower cap. JPEG is decoded at reduced size (see load_image) and keeps the higher one.
+DEFAULT_MAX_FULL_DECODE_PIXELS = 10_000_000
+# A picture whose longer side is at least twice this is shrunk by an integer factor right at
+# decoding, to a longer side in [WORKING_SIDE, 2 * WORKING_SIDE): the digit ends up 20 pixels tall,
+# so even one that fills a tenth of such a picture keeps more than twice the pixels it needs.
+# Smaller pictures are left as they are (their output does not change).
+WORKING_SIDE = 512
+_OPAQUE = 0.95  # a picture with alpha all above this has no real transparency
+_TRANSPOSE = {  # EXIF orientation -> the transpose that turns the picture upright (as ImageOps does)
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 _INK_THRESHOLD = 0.15  # fraction of full ink below which a pixel does not count for the crop
 
 
@@ -41,18 +60,25 @@ class Prepared:
     inverted: bool
 
 
-def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def decode_image(
+    data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, max_full_decode_pixels: int = DEFAULT_MAX_FULL_DECODE_PIXELS
+) -> Image.Image:
     """Decode ``data`` into an upright PIL image, checking format and size before decoding pixels.
 
     Raises:
         ImageError: ``empty_image``, ``unsupported_format``, ``image_too_large`` or
             ``invalid_image`` (truncated or corrupt data).
     """
-    return load_image(open_image(data, max_pixels))
+    return load_image(open_image(data, max_pixels, max_full_decode_pixels))
 
 
-def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Read only the header of ``data``: format and size checked, pixels not yet decoded."""
+def open_image(
+    data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, max_full_decode_pixels: int = DEFAULT_MAX_FULL_DECODE_PIXELS
+) -> Image.Image:
+    """Read only the header of ``data``: format and size checked, pixels not yet decoded.
+
+    ``max_pixels`` caps every picture (width x height); ``max_full_decode_pixels`` the pictures of
+    the formats that cannot be decoded at reduced size (all but JPEG)."""
     if not data:
         raise ImageError("empty_image", "the image is empty (0 bytes)")
     try:
@@ -64,21 +90,69 @@ def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image
     if image.format not in ALLOWED_FORMATS:
         raise ImageError("unsupported_format", f"{image.format} images are not accepted; send one of {_formats()}")
     width, height = image.size
+    if image.format != "JPEG":
+        max_pixels = min(max_pixels, max_full_decode_pixels)
     if width * height > max_pixels:
         raise ImageError(
-            "image_too_large", f"{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels}"
+            "image_too_large",
+            f"{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels} for {image.format}",
         )
     return image
 
 
-def load_image(image: Image.Image) -> Image.Image:
-    """Decode the pixels of an opened image and turn it upright (EXIF orientation)."""
+def load_image(image: Image.Image, working_side: int | None = WORKING_SIDE) -> Image.Image:
+    """Decode the pixels of an opened image and turn it upright (EXIF orientation).
+
+    A picture at least twice ``working_side`` on its longer side comes out smaller, its longer side
+    in [working_side, 2 * working_side): a JPEG is decoded at 1/2, 1/4 or 1/8 of its size (the
+    decoder's DCT scaling, in grayscale) and whatever is still too big is box-reduced by an integer
+    factor before any further work, which then costs what it costs for a picture of that size.
+    ``None`` keeps the full size.
+    """
     try:
+        factor = _shrink_factor(image.size, working_side)
+        if factor > 1:
+            return _load_reduced(image, working_side or 1)
         image.load()
         image = ImageOps.exif_transpose(image) or image
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ImageError("invalid_image", f"the image data is truncated or corrupt: {exc}") from exc
     return image
+
+
+def _shrink_factor(size: tuple[int, int], working_side: int | None) -> int:
+    return max(size) // working_side if working_side else 1
+
+
+def _load_reduced(image: Image.Image, working_side: int) -> Image.Image:
+    """:func:`load_image` for a big picture: decoded small where the format allows, then reduced to
+    what :func:`ink_map` reads (grayscale, or the alpha channel of a drawing on a transparent canvas)."""
+    orientation = image.getexif().get(ExifTags.Base.Orientation)  # header data: read before the pixels
+    if image.format == "JPEG":  # no transparency: decoded straight to grayscale
+        width, height = image.size
+        factor = _shrink_factor(image.size, working_side)
+        image.draft("L", (max(1, width // factor), max(1, height // factor)))
+    image.load()
+    factor = _shrink_factor(image.size, working_side)
+    if _has_alpha(image):
+        alpha = (image if image.mode in ("RGBA", "LA") else image.convert("RGBA")).getchannel("A")
+        lowest = alpha.getextrema()[0]  # one band: (min, max)
+        if isinstance(lowest, int | float) and lowest < _OPAQUE * 255:  # a drawing: only the alpha counts
+            alpha = alpha.reduce(factor) if factor > 1 else alpha
+            image = Image.merge("LA", (Image.new("L", alpha.size), alpha))
+            factor = 1
+    if factor > 1 and image.mode in ("L", "LA", "RGB"):  # reduce first: 3 bytes a pixel cost less to reduce
+        image, factor = image.reduce(factor), 1  # than to convert
+    if image.mode not in ("L", "LA"):
+        image = image.convert("L")
+    if factor > 1:
+        image = image.reduce(factor)
+    method = _TRANSPOSE.get(orientation) if isinstance(orientation, int) else None
+    return image.transpose(method) if method is not None else image
+
+
+def _has_alpha(image: Image.Image) -> bool:
+    return image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
 
 
 def ink_map(image: Image.Image) -> tuple[np.ndarray, bool]:
@@ -88,9 +162,9 @@ def ink_map(image: Image.Image) -> tuple[np.ndarray, bool]:
     has real transparency. Otherwise the grayscale is inverted if the border (the paper) is lighter
     than mid-grey, and the paper's level is subtracted so the background becomes 0.
     """
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+    if _has_alpha(image):
         alpha = np.asarray(image.convert("RGBA"), dtype=np.float32)[..., 3] / 255.0
-        if alpha.min() < 0.95:  # real transparency: the alpha channel is the drawing
+        if alpha.min() < _OPAQUE:  # real transparency: the alpha channel is the drawing
             return alpha, False
     gray = np.asarray(image if image.mode == "L" else image.convert("L"), dtype=np.float32) / 255.0
     paper = _median(_border(gray))
@@ -150,9 +224,10 @@ def prepare_bytes(
     std: tuple[float, ...] = (0.3081,),
     size: int = 28,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_full_decode_pixels: int = DEFAULT_MAX_FULL_DECODE_PIXELS,
 ) -> Prepared:
     """:func:`decode_image` then :func:`prepare`."""
-    return prepare(decode_image(data, max_pixels), mean, std, size)
+    return prepare(decode_image(data, max_pixels, max_full_decode_pixels), mean, std, size)
 
 
 def _border(a: np.ndarray) -> np.ndarray:

@@ -1,16 +1,15 @@
-"""From uploaded bytes to a model answer: preprocessing off the loop, batched inference."""
+"""From uploaded bytes to a model answer: preprocessing off the loop, batched inference, one deadline."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import asyncio
+from concurrent.futures import Executor
+from dataclasses import dataclass
 from typing import TypeVar
 
-import torch
 from fastapi import Response
 from PIL import Image
 from pydantic import BaseModel
-from starlette.concurrency import run_in_threadpool
 
 from app.batcher import MicroBatcher, QueueFullError
 from app.errors import ApiError
@@ -30,8 +29,27 @@ def as_api_error(exc: ImageError) -> ApiError:
 
 # Up to this many pixels an image is preprocessed right on the event loop: for a small digit the
 # work (a few hundred microseconds) costs about what a hop to a worker thread costs. Larger
-# pictures (photos) go to the threadpool so that they never stall other requests.
+# pictures (photos) go to the decoding threads (``max_concurrent_decodes`` of them), so that they
+# never stall other requests and their memory stays bounded however many arrive at once.
 INLINE_PIXELS = 256 * 256
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """When a request must be answered: decoding, preprocessing and inference all count."""
+
+    at: float  # on the event loop's clock
+    timeout_s: float
+
+    @classmethod
+    def start(cls, timeout_s: float) -> Deadline:
+        return cls(asyncio.get_running_loop().time() + timeout_s, timeout_s)
+
+    def remaining(self) -> float:
+        return max(self.at - asyncio.get_running_loop().time(), 0.0)
+
+    def missed(self) -> ApiError:
+        return ApiError(504, "inference_timeout", f"not answered within the deadline of {self.timeout_s} s")
 
 
 def _finish(image: Image.Image, served: ServedModel) -> Prepared | ApiError:
@@ -44,23 +62,31 @@ def _finish(image: Image.Image, served: ServedModel) -> Prepared | ApiError:
         return as_api_error(exc)
 
 
-async def preprocess(data: bytes, served: ServedModel, settings: Settings) -> Prepared:
-    """Decode and normalise (inline if small, else in a worker thread); problems become 4xx errors.
+async def preprocess(
+    data: bytes, served: ServedModel, settings: Settings, decoder: Executor, deadline: Deadline
+) -> Prepared:
+    """Decode and normalise (inline if small, else in one of the ``decoder`` threads, waiting for
+    one at most until ``deadline``); problems become 4xx errors, a missed deadline 504.
 
-    An exception raised in the worker thread would come back through anyio inside a reference
-    cycle holding the upload and the half-decoded image, freed only by the next garbage collection
-    (which ``app.main`` makes rarer); so the error comes back as a value, and is raised here
-    without this frame keeping a reference to it.
+    An exception raised in the worker thread would come back inside a reference cycle holding the
+    upload and the half-decoded image, freed only by the next garbage collection (which
+    ``app.main`` makes rarer); so the error comes back as a value, and is raised here without this
+    frame keeping a reference to it. A picture still waiting for a thread when the deadline passes
+    is dropped from the queue; one being decoded finishes in its thread (a bounded cost: the caps).
     """
     try:
-        image = open_image(data, settings.max_image_pixels)  # header only: format and pixel cap
+        image = open_image(data, settings.max_image_pixels, settings.max_full_decode_pixels)  # header only
     except ImageError as exc:
         raise as_api_error(exc) from exc
     width, height = image.size
     if width * height <= INLINE_PIXELS:
         result = _finish(image, served)
     else:
-        result = await run_in_threadpool(_finish, image, served)
+        work = asyncio.get_running_loop().run_in_executor(decoder, _finish, image, served)
+        try:
+            result = await asyncio.wait_for(work, deadline.remaining())
+        except TimeoutError:
+            raise deadline.missed() from None
     if isinstance(result, Prepared):
         return result
     try:
@@ -69,46 +95,22 @@ async def preprocess(data: bytes, served: ServedModel, settings: Settings) -> Pr
         del result
 
 
-def preprocess_many(images: list[bytes], served: ServedModel, settings: Settings) -> list[Prepared | ApiError]:
-    """Preprocess every image of a batch request (call it in a worker thread); errors per image."""
-    out: list[Prepared | ApiError] = []
-    for data in images:
-        try:
-            image = open_image(data, settings.max_image_pixels)
-        except ImageError as exc:
-            out.append(as_api_error(exc))
-            continue
-        out.append(_finish(image, served))
-    return out
+async def infer(batcher: MicroBatcher[R], prepared: Prepared, deadline: Deadline) -> R:
+    """Queue one input on ``batcher`` and wait for its result, at most until ``deadline``.
 
-
-@contextmanager
-def _inference_errors(settings: Settings) -> Iterator[None]:
-    """Back-pressure becomes 503 + Retry-After, a missed deadline 504."""
+    Back-pressure becomes 503 + Retry-After, a missed deadline 504.
+    """
     try:
-        yield
+        return await batcher.submit(prepared.tensor, deadline.remaining())
     except QueueFullError as exc:
-        raise ApiError(
-            503, "queue_full", f"the server is at capacity ({exc}); retry shortly", headers={"Retry-After": "1"}
-        ) from exc
-    except TimeoutError as exc:
-        raise ApiError(
-            504, "inference_timeout", f"inference did not finish within {settings.request_timeout_s} s"
-        ) from exc
+        raise queue_full(exc) from exc
+    except TimeoutError:
+        raise deadline.missed() from None
 
 
-async def infer(batcher: MicroBatcher[R], prepared: Prepared, settings: Settings) -> R:
-    """Queue one input on ``batcher`` and wait for its result."""
-    with _inference_errors(settings):
-        return await batcher.submit(prepared.tensor, settings.request_timeout_s)
-
-
-async def infer_many(batcher: MicroBatcher[R], prepared: list[Prepared], settings: Settings) -> list[R]:
-    """Queue the inputs of a batch request together and wait for all their results."""
-    if not prepared:
-        return []
-    with _inference_errors(settings):
-        return await batcher.submit_many(torch.stack([p.tensor for p in prepared]), settings.request_timeout_s)
+def queue_full(exc: QueueFullError) -> ApiError:
+    message = f"the server is at capacity ({exc}); retry shortly"
+    return ApiError(503, "queue_full", message, headers={"Retry-After": "1"})
 
 
 def rejects(reject: bool | None, settings: Settings) -> bool:

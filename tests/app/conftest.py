@@ -81,6 +81,13 @@ def free_port() -> int:
 @contextmanager
 def serve(checkpoint: Path, **env: str) -> Iterator[str]:
     """A real ``python -m app`` process on a free loopback port; yields its base URL."""
+    with serve_process(checkpoint, **env) as (base, _):
+        yield base
+
+
+@contextmanager
+def serve_process(checkpoint: Path, **env: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """:func:`serve`, yielding the process too."""
     port = free_port()
     settings = {
         "VIT_DIGITS_CHECKPOINTS": str(checkpoint),
@@ -100,7 +107,7 @@ def serve(checkpoint: Path, **env: str) -> Iterator[str]:
     base = f"http://127.0.0.1:{port}"
     try:
         wait_ready(lambda path: httpx.get(base + path, timeout=2))
-        yield base
+        yield base, proc
     finally:
         proc.terminate()
         proc.wait(timeout=20)

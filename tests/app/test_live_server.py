@@ -49,3 +49,25 @@ def test_live_streamed_body_over_the_limit_is_cut_off(live_server, digit_png):
 def test_live_healthz_readyz_and_json_logs(live_server):
     assert httpx.get(f"{live_server}/healthz").json() == {"status": "ok"}
     assert httpx.get(f"{live_server}/readyz").json() == {"status": "ready"}
+
+
+def test_live_client_disconnecting_mid_upload_is_counted_as_499_not_500(live_server):
+    import socket
+    import time
+
+    port = int(live_server.rsplit(":", 1)[1])
+    for path, kind in [("/v1/predict", "image/png"), ("/v1/predict/batch", "multipart/form-data; boundary=b")] * 5:
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {kind}\r\nContent-Length: 100000\r\n\r\n"
+            s.sendall(head.encode())
+            part = b'--b\r\nContent-Disposition: form-data; name="files"; filename="a.png"\r\n\r\n'
+            s.sendall(part + b"x" * 5000)  # a twentieth of what it announced, then gone
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        metrics = httpx.get(f"{live_server}/metrics").text
+        closed = re.findall(r'vit_digits_requests_total\{method="POST",route="[^"]+",status="499"\} ([\d.]+)', metrics)
+        if sum(float(n) for n in closed) >= 10:
+            break
+        time.sleep(0.1)
+    assert sum(float(n) for n in closed) == 10, metrics
+    assert 'status="500"' not in metrics

@@ -162,3 +162,18 @@ def test_browser_keyboard_operable_controls(browser, shipped_server):
             continue
         assert control.get_attribute("tabindex") != "-1"
     assert shutil.which("chromium") or os.path.exists(CHROMIUM)
+
+
+@pytest.mark.parametrize(("path", "rendered"), [("/docs", ".opblock"), ("/redoc", "[data-section-id]")])
+def test_browser_docs_render_offline_under_their_content_security_policy(browser, shipped_server, path, rendered):
+    browser.get(shipped_server + path)
+    deadline = time.monotonic() + 20
+    while not browser.find_elements("css selector", rendered) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    browser.save_screenshot(str(ARTIFACTS / f"docs{path.replace('/', '-')}.png"))
+    assert browser.find_elements("css selector", rendered), f"{path} rendered nothing"
+    assert "/v1/predict" in browser.find_element("tag name", "body").text
+    # ReDoc's "powered by" logo comes from its CDN: refused, as anything from elsewhere should be
+    logs = [e["message"] for e in browser.get_log("browser")]
+    refused = [m for m in logs if "Content Security Policy" in m and "https://cdn.redoc.ly/" not in m]
+    assert not refused, refused

@@ -1,4 +1,5 @@
 import io
+import time
 
 import numpy as np
 import pytest
@@ -69,6 +70,29 @@ def test_predict_bad_images_get_clear_4xx(client, content, headers, status, code
 
 def test_predict_multipart_without_file_field(client):
     _assert_error(client.post("/v1/predict", data={"other": "x"}, files={"nope": ("a.txt", b"x")}), 422, "missing_file")
+
+
+def test_predict_multipart_fields_besides_the_image_are_refused_as_the_schema_says(client, digit_png):
+    image = {"file": ("seven.png", digit_png, "image/png")}
+    err = _assert_error(client.post("/v1/predict", data={"note": "x"}, files=image), 422, "unexpected_field")
+    assert "'note'" in err["message"]
+    many = {f"f{i}": "x" for i in range(20)}
+    _assert_error(client.post("/v1/predict", data=many, files=image), 422, "unexpected_field")
+    batch = [("files", ("a.png", digit_png, "image/png"))]
+    _assert_error(client.post("/v1/predict/batch", data=many, files=batch), 422, "unexpected_field")
+    assert client.post("/v1/predict", files=image).status_code == 200
+
+
+def test_user_input_is_echoed_back_bounded(client, digit_png):
+    long = "m" * 60_000
+    r = client.post(f"/v1/predict?model={long}", content=digit_png, headers=PNG)
+    assert r.status_code == 422 and len(r.content) < 500
+    r = client.post("/v1/predict", content=b"x", headers={"content-type": "text/" + "x" * 5000})
+    assert r.status_code == 415 and len(r.content) < 500
+    files = [("files", ("n" * 300 + ".png", digit_png, "image/png"))]
+    r = client.post("/v1/predict/batch", files=files)
+    assert r.status_code == 200, r.text
+    assert len(r.json()["results"][0]["filename"]) <= 258
 
 
 def test_predict_pixel_cap_rejects_decompression_bombs(make_client):
@@ -146,3 +170,32 @@ def test_a_bad_upload_is_freed_at_once_not_at_the_next_garbage_collection(client
         gc.set_debug(0)
         gc.garbage.clear()
     assert held == []
+
+
+def test_batch_deadline_covers_decoding_a_late_picture_gets_its_own_504(make_client, digit_png):
+    client = make_client(request_timeout_s=0.3, max_concurrent_decodes=1)
+    big = np.full((2500, 2500, 3), 235, np.uint8)  # over 256x256: decoded one at a time, in a thread
+    big[500:2000, 1200:1400] = 20
+    big_png = png_bytes(big)
+    files = [("files", ("digit.png", digit_png, "image/png"))]
+    files += [("files", (f"big{i}.png", big_png, "image/png")) for i in range(40)]
+    started = time.monotonic()
+    r = client.post("/v1/predict/batch", files=files)
+    elapsed = time.monotonic() - started
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert results[0]["prediction"] is not None  # a small one, preprocessed at once
+    late = [x for x in results if x["error"] and x["error"]["code"] == "inference_timeout"]
+    assert late and all(x["prediction"] or x in late for x in results)
+    assert elapsed < 0.3 + 2.0, f"answered after {elapsed:.1f} s; 40 pictures one by one take far longer"
+
+
+def test_big_pictures_over_the_full_decode_cap_are_refused_but_jpeg_is_decoded_small(make_client):
+    client = make_client(max_full_decode_pixels=4_000_000)
+    photo = np.full((2000, 3000, 3), 235, np.uint8)  # 6 megapixels
+    photo[400:1600, 1400:1600] = 20
+    _assert_error(client.post("/v1/predict", content=png_bytes(photo), headers=PNG), 413, "image_too_large")
+    buf = io.BytesIO()
+    Image.fromarray(photo).save(buf, "JPEG")
+    r = client.post("/v1/predict", content=buf.getvalue(), headers={"content-type": "image/jpeg"})
+    assert r.status_code == 200 and r.json()["inverted"] is True

@@ -139,3 +139,13 @@ def test_workers_do_not_outlive_a_killed_supervisor(tiny_checkpoint):
         proc.kill()  # SIGKILL: no chance to stop its workers itself
         proc.wait(timeout=10)
         wait_for(lambda: not any(_cmdline(pid) for pid in children), timeout=40)
+
+
+def test_workers_apply_the_header_limit(tiny_checkpoint):
+    from tests.app.test_server_limits import send_endless_header
+
+    port = free_port()
+    with supervisor(tiny_checkpoint, port) as proc:
+        wait_ready(lambda path: httpx.get(f"http://127.0.0.1:{port}{path}", timeout=2))
+        assert send_endless_header(port, megabytes=2).startswith(b"HTTP/1.1 431 ")
+        assert proc.poll() is None

@@ -31,7 +31,7 @@ def main(base: str, count: int) -> None:
             right += r.json()["digit"] == int(test.labels[i])
             digits += r.json()["is_digit"]
         letter = client.post("/v1/predict?reject=true", content=_typed("K"), headers={"content-type": "image/png"})
-    print(f"check_digits: {right}/{count} MNIST test digits right, {digits} called digits; letter K: {letter.status_code}")
+    print(f"check_digits: {right}/{count} MNIST digits right, {digits} called digits; letter K: {letter.status_code}")
     if right < 0.95 * count or digits < 0.95 * count or letter.status_code != 422:
         sys.exit(1)
 

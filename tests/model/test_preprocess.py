@@ -4,7 +4,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model.preprocess import ImageError, _median, center_of_mass, decode_image, prepare, prepare_bytes
+from model.preprocess import (
+    WORKING_SIDE,
+    ImageError,
+    _median,
+    center_of_mass,
+    decode_image,
+    load_image,
+    open_image,
+    prepare,
+    prepare_bytes,
+)
 
 
 def _png(array: np.ndarray, mode: str | None = None) -> bytes:
@@ -120,3 +130,78 @@ def test_center_of_mass_matches_the_definition() -> None:
     a = np.random.default_rng(0).random((20, 14))
     ys, xs = np.indices(a.shape)
     assert center_of_mass(a) == pytest.approx(((ys * a).sum() / a.sum(), (xs * a).sum() / a.sum()))
+
+
+def _bar_picture(width: int, height: int) -> np.ndarray:
+    """Dark ink on light paper: a slanted thick bar (a "1") off centre."""
+    canvas = np.full((height, width), 235, np.uint8)
+    for row in range(height // 5, 4 * height // 5):
+        left = width // 3 + (row - height // 5) // 6
+        canvas[row, left : left + width // 20] = 20
+    return canvas
+
+
+def _full_size(data: bytes) -> np.ndarray:
+    return prepare(load_image(open_image(data, 10**9, 10**9), working_side=None)).pixels
+
+
+def _same_digit(a: np.ndarray, b: np.ndarray) -> float:
+    """Correlation of two 28x28 digits, allowing a one-pixel shift: centring rounds the centre of
+    mass to whole pixels, and one at x.5 can go either way for a tiny change in the picture."""
+    shifts = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+    return max(float(np.corrcoef(np.roll(a, s, axis=(0, 1)).ravel(), b.ravel())[0, 1]) for s in shifts)
+
+
+@pytest.mark.parametrize(("size", "fmt"), [((3000, 2000), "PNG"), ((4000, 3000), "JPEG"), ((2100, 300), "PNG")])
+def test_preprocess_big_picture_is_reduced_early_with_the_same_result(size, fmt):
+    canvas = _bar_picture(*size)
+    buf = io.BytesIO()
+    Image.fromarray(canvas).convert("RGB").save(buf, fmt)
+    loaded = load_image(open_image(buf.getvalue()))
+    assert WORKING_SIDE <= max(loaded.size) < 2 * WORKING_SIDE and loaded.mode == "L"
+    reduced = prepare(loaded).pixels
+    assert _same_digit(reduced, _full_size(buf.getvalue())) > 0.97
+
+
+def test_preprocess_normal_size_picture_is_not_reduced():
+    data = _png(_bar_picture(2 * WORKING_SIDE - 1, 700))
+    loaded = load_image(open_image(data))
+    assert loaded.size == (2 * WORKING_SIDE - 1, 700)
+    np.testing.assert_array_equal(prepare(loaded).pixels, _full_size(data))
+
+
+def test_preprocess_big_transparent_drawing_and_big_palette_picture():
+    rgba = np.zeros((1600, 1600, 4), np.uint8)
+    rgba[300:1300, 700:820] = (0, 0, 0, 255)  # a black stroke on a transparent canvas
+    p = prepare_bytes(_png(rgba, "RGBA"))
+    assert not p.inverted and p.pixels.max() > 0.9
+    cy, cx = center_of_mass(p.pixels)
+    assert abs(cy - 14) <= 1 and abs(cx - 14) <= 1
+    buf = io.BytesIO()
+    Image.fromarray(_bar_picture(1600, 1200)).convert("P").save(buf, "PNG")
+    assert _same_digit(prepare_bytes(buf.getvalue()).pixels, _full_size(buf.getvalue())) > 0.97
+
+
+def test_preprocess_big_jpeg_keeps_its_exif_orientation():
+    canvas = np.full((1200, 4000), 255, np.uint8)
+    canvas[500:700, 400:3600] = 0  # a horizontal bar, stored sideways
+    img = Image.fromarray(canvas)
+    exif = img.getexif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", exif=exif)
+    p = prepare_bytes(buf.getvalue())
+    rows = np.flatnonzero((p.pixels > 0.3).any(1))
+    cols = np.flatnonzero((p.pixels > 0.3).any(0))
+    assert rows[-1] - rows[0] > 3 * (cols[-1] - cols[0])  # upright: a vertical bar
+
+
+def test_preprocess_full_decode_cap_spares_jpeg():
+    canvas = _bar_picture(4000, 3000)  # 12 megapixels
+    png, jpeg = io.BytesIO(), io.BytesIO()
+    Image.fromarray(canvas).save(png, "PNG")
+    Image.fromarray(canvas).save(jpeg, "JPEG")
+    with pytest.raises(ImageError, match="limit of 10000000 for PNG") as info:
+        open_image(png.getvalue(), max_pixels=25_000_000, max_full_decode_pixels=10_000_000)
+    assert info.value.code == "image_too_large"
+    assert open_image(jpeg.getvalue(), max_pixels=25_000_000, max_full_decode_pixels=10_000_000).size == (4000, 3000)

@@ -8,9 +8,9 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from app.api.images import infer, not_a_digit, prediction, preprocess, rejects
+from app.api.images import Deadline, infer, not_a_digit, prediction, preprocess, rejects
 from app.api.routes.predict import SINGLE_IMAGE_BODY, RejectQuery, TopKQuery
-from app.deps import ModelQuery, model_of, settings_of
+from app.deps import ModelQuery, decoder_of, model_of, settings_of
 from app.errors import ERROR_RESPONSES
 from app.render import heatmap_png
 from app.schemas import AttentionOut, LayerAttention
@@ -42,8 +42,10 @@ async def attention(
     """Classify one digit and show where the model looked: attention rollout and CLS attention."""
     start = time.perf_counter()
     served, settings = model_of(request, model), settings_of(request)
-    prepared = await preprocess(await read_single_image(request), served, settings)
-    result = await infer(served.attention, prepared, settings)
+    data = await read_single_image(request)
+    deadline = Deadline.start(settings.request_timeout_s)
+    prepared = await preprocess(data, served, settings, decoder_of(request), deadline)
+    result = await infer(served.attention, prepared, deadline)
     if not result.is_digit and rejects(reject, settings):
         raise not_a_digit(result, served)
     if fmt == "png":

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.errors import error_response
+from app.errors import NOT_READY, error_response
 
 router = APIRouter(tags=["operations"])
 
@@ -16,7 +16,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "not ready yet, or the models failed to load"}})
+@router.get("/readyz", responses={503: NOT_READY})
 async def readyz(request: Request) -> Response:
     """200 once every model is loaded and warmed up; 503 with the reason before that."""
     state = request.app.state

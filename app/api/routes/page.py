@@ -19,9 +19,17 @@ _TYPES = {
 }
 
 
+# Everything the page loads comes from this server; the picture a user chooses is shown from a blob: URL.
+PAGE_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+
 @router.get("/")
 async def index() -> FileResponse:
-    return FileResponse(STATIC / "index.html", media_type=_TYPES[".html"], headers={"Cache-Control": "no-cache"})
+    headers = {"Cache-Control": "no-cache", "Content-Security-Policy": PAGE_POLICY}
+    return FileResponse(STATIC / "index.html", media_type=_TYPES[".html"], headers=headers)
 
 
 @router.get("/static/{name}")

@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from concurrent.futures import Executor
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
-from starlette.concurrency import run_in_threadpool
 
-from app.api.images import (
-    infer,
-    infer_many,
-    json_response,
-    not_a_digit,
-    prediction,
-    preprocess,
-    preprocess_many,
-    rejects,
-)
-from app.deps import ModelQuery, model_of, settings_of
-from app.errors import ERROR_RESPONSES
+from app.api.images import Deadline, infer, json_response, not_a_digit, prediction, preprocess, queue_full, rejects
+from app.batcher import QueueFullError
+from app.deps import ModelQuery, decoder_of, model_of, settings_of
+from app.errors import ERROR_RESPONSES, ApiError
+from app.inference import Prediction
+from app.registry import ServedModel
 from app.schemas import BatchItemError, BatchItemOut, BatchOut, PredictionOut
+from app.settings import Settings
 from app.uploads import IMAGE_TYPES, read_batch_images, read_single_image
 from model.preprocess import Prepared
 
@@ -44,6 +40,7 @@ SINGLE_IMAGE_BODY: dict[str, Any] = {
                     "type": "object",
                     "required": ["file"],
                     "properties": {"file": {"type": "string", "format": "binary"}},
+                    "additionalProperties": False,
                 }
             },
             **{media: {"schema": {"type": "string", "format": "binary"}} for media in IMAGE_TYPES},
@@ -58,7 +55,10 @@ BATCH_BODY: dict[str, Any] = {
                 "schema": {
                     "type": "object",
                     "required": ["files"],
-                    "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+                    "properties": {
+                        "files": {"type": "array", "minItems": 1, "items": {"type": "string", "format": "binary"}}
+                    },
+                    "additionalProperties": False,
                 }
             }
         },
@@ -73,8 +73,10 @@ async def predict(
     """Classify one digit image; say whether it is a digit at all."""
     start = time.perf_counter()
     served, settings = model_of(request, model), settings_of(request)
-    prepared = await preprocess(await read_single_image(request), served, settings)
-    result = await infer(served.predict, prepared, settings)
+    data = await read_single_image(request)
+    deadline = Deadline.start(settings.request_timeout_s)
+    prepared = await preprocess(data, served, settings, decoder_of(request), deadline)
+    result = await infer(served.predict, prepared, deadline)
     if not result.is_digit and rejects(reject, settings):
         raise not_a_digit(result, served)
     latency_ms = (time.perf_counter() - start) * 1000
@@ -85,25 +87,38 @@ async def predict(
 async def predict_batch(
     request: Request, top_k: TopKQuery = 3, model: ModelQuery = None, reject: RejectQuery = None
 ) -> Response:
-    """Classify many images; a bad image gets its own error entry, the others their answers."""
+    """Classify many images; a bad or late image (or, with reject, a non-digit) gets its own error entry, the
+    others their answers."""
     start = time.perf_counter()
     served, settings = model_of(request, model), settings_of(request)
     files = await read_batch_images(request, settings.max_batch_files)
-    prepared = await run_in_threadpool(preprocess_many, [data for _, data in files], served, settings)
-    good = [p for p in prepared if isinstance(p, Prepared)]
-    answers = iter(await infer_many(served.predict, good, settings))
+    if served.predict.room() < len(files):
+        raise queue_full(QueueFullError(f"room for {served.predict.room()} more images"))
+    deadline = Deadline.start(settings.request_timeout_s)
+    decoder = decoder_of(request)
+    answers = await asyncio.gather(*(_one(data, served, settings, decoder, deadline) for _, data in files))
     latency_ms = (time.perf_counter() - start) * 1000
     reject_non_digits = rejects(reject, settings)
     results = []
-    for index, ((name, _), item) in enumerate(zip(files, prepared, strict=True)):
-        if isinstance(item, Prepared):
-            result = next(answers)
-            if result.is_digit or not reject_non_digits:
-                pred = prediction(result, served, item, top_k, latency_ms)
-                results.append(BatchItemOut(index=index, filename=name, prediction=pred))
-                continue
-            item = not_a_digit(result, served)
-        results.append(
-            BatchItemOut(index=index, filename=name, error=BatchItemError(code=item.code, message=item.message))
-        )
+    for index, ((name, _), answer) in enumerate(zip(files, answers, strict=True)):
+        if not isinstance(answer, ApiError) and not answer[1].is_digit and reject_non_digits:
+            answer = not_a_digit(answer[1], served)
+        if isinstance(answer, ApiError):
+            error = BatchItemError(code=answer.code, message=answer.message)
+            results.append(BatchItemOut(index=index, filename=name, error=error))
+        else:
+            pred = prediction(answer[1], served, answer[0], top_k, latency_ms)
+            results.append(BatchItemOut(index=index, filename=name, prediction=pred))
     return json_response(BatchOut(results=results, model_id=served.id, latency_ms=round(latency_ms, 3)))
+
+
+async def _one(
+    data: bytes, served: ServedModel, settings: Settings, decoder: Executor, deadline: Deadline
+) -> tuple[Prepared, Prediction] | ApiError:
+    """One image of a batch request, preprocessed and classified on its own (its inference is
+    batched with the others' by the batcher); its error, if any, is its own."""
+    try:
+        prepared = await preprocess(data, served, settings, decoder, deadline)
+        return prepared, await infer(served.predict, prepared, deadline)
+    except ApiError as exc:
+        return exc

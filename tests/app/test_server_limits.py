@@ -1,0 +1,130 @@
+"""The serving process's own limits, over real sockets: header size, header time, idle connections,
+and a model that cannot load (in one worker and with several)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.workers import can_hand_over_connections
+from tests.app.conftest import free_port, serve_process
+from tests.conftest import ROOT
+
+LIMITS = {"VIT_DIGITS_MAX_HEADER_BYTES": "16384", "VIT_DIGITS_HEADER_TIMEOUT_S": "1"}
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def send_endless_header(port: int, megabytes: int) -> bytes:
+    """Send a header line that never ends, ``megabytes`` of it at most; what came back before the
+    server closed the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Endless: ")
+        try:
+            for _ in range(megabytes * 16):
+                s.sendall(b"a" * 65536)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        return read_until_closed(s)
+
+
+def read_until_closed(s: socket.socket) -> bytes:
+    received = b""
+    try:
+        while chunk := s.recv(65536):
+            received += chunk
+    except ConnectionResetError:
+        pass
+    return received
+
+
+@pytest.fixture(scope="module")
+def limited_server(tiny_checkpoint: Path):
+    with serve_process(tiny_checkpoint, **LIMITS) as (base, proc):
+        yield base, proc
+
+
+def test_server_oversized_header_gets_431_closed_and_memory_stays_flat(limited_server):
+    base, proc = limited_server
+    port = int(base.rsplit(":", 1)[1])
+    httpx.get(base + "/healthz")
+    before = rss_mb(proc.pid)
+    answers = [send_endless_header(port, megabytes=4) for _ in range(20)]
+    assert all(a.startswith(b"HTTP/1.1 431 ") for a in answers), answers[0][:200]
+    assert b'"code": "header_too_large"' in answers[0]
+    assert rss_mb(proc.pid) - before < 20, f"RSS {before:.0f} -> {rss_mb(proc.pid):.0f} MB"
+    assert httpx.get(base + "/healthz").status_code == 200
+
+
+def test_server_unfinished_header_gets_408_and_idle_connection_is_closed(limited_server):
+    base, _ = limited_server
+    port = int(base.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # ... and never the blank line
+        started = time.monotonic()
+        answer = read_until_closed(s)
+    assert answer.startswith(b"HTTP/1.1 408 ") and b"header_timeout" in answer
+    assert 0.8 < time.monotonic() - started < 5
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:  # sends nothing at all
+        started = time.monotonic()
+        assert read_until_closed(s) == b""
+    assert 0.8 < time.monotonic() - started < 5
+
+
+def test_server_a_slow_request_is_not_cut_by_the_header_timeout(limited_server, digit_png):
+    base, _ = limited_server
+    with httpx.Client(base_url=base) as client:  # keep-alive: several requests, more than 1 s in all
+        for _ in range(3):
+            r = client.post("/v1/predict", content=digit_png, headers={"content-type": "image/png"})
+            assert r.status_code == 200
+            time.sleep(0.5)
+
+
+def _run_server(checkpoint: Path, workers: int, **env: str) -> subprocess.CompletedProcess[bytes]:
+    settings = {
+        "VIT_DIGITS_CHECKPOINTS": str(checkpoint),
+        "VIT_DIGITS_PORT": str(free_port()),
+        "VIT_DIGITS_HOST": "127.0.0.1",
+        "VIT_DIGITS_WORKERS": str(workers),
+        "PYTHONPATH": str(ROOT),
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "app"], cwd=ROOT, env=dict(os.environ, **settings), capture_output=True, timeout=120
+    )
+
+
+@pytest.mark.parametrize(
+    ("workers", "env"),
+    [
+        (1, {}),
+        (1, {"VIT_DIGITS_LOAD_BEFORE_LISTEN": "true"}),
+        pytest.param(2, {}, marks=pytest.mark.skipif(not can_hand_over_connections(), reason="needs SCM_RIGHTS")),
+    ],
+)
+def test_server_exits_non_zero_with_the_reason_when_no_model_loads(tmp_path, workers, env):
+    (tmp_path / "broken.safetensors").write_bytes(b"garbage")
+    done = _run_server(tmp_path, workers, **env)
+    assert done.returncode != 0
+    assert b"model loading failed" in done.stderr and b"broken.safetensors" in done.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    done = _run_server(empty, workers, **env)
+    assert done.returncode != 0 and b"no *.safetensors checkpoint" in done.stderr
+
+
+def test_server_empty_api_key_is_a_startup_error(tiny_checkpoint):
+    done = _run_server(tiny_checkpoint, 1, VIT_DIGITS_API_KEY="")
+    assert done.returncode == 1 and b"VIT_DIGITS_API_KEY is set but empty" in done.stderr

@@ -3,11 +3,14 @@
 One worker runs uvicorn in this process. Several workers are supervised here (:mod:`app.workers`):
 the supervisor owns the listening socket and hands each connection to the next ready worker, so
 they share the connections evenly instead of one worker accepting them all. Either way, if the
-models cannot be loaded the process exits with status 1 and the reason (unless
-``VIT_DIGITS_ON_LOAD_FAILURE=stay``), so that a restart policy or an operator sees it.
+models cannot be loaded the process exits non-zero (1; 3 from uvicorn when one worker loads them
+before listening) with the reason (unless ``VIT_DIGITS_ON_LOAD_FAILURE=stay``), so that a restart
+policy or an operator sees it.
 """
 
 from __future__ import annotations
+
+import logging
 
 import uvicorn
 from pydantic import ValidationError
@@ -27,19 +30,17 @@ def main() -> None:
     if settings.workers > 1 and can_hand_over_connections():
         raise SystemExit(Supervisor(settings).run())
     if settings.workers > 1:  # a platform without SCM_RIGHTS: uvicorn's workers share one socket
-        uvicorn.run(
-            "app.asgi:app",
-            host=settings.host,
-            port=settings.port,
-            workers=settings.workers,
-            **uvicorn_options(settings),
-        )
+        # uvicorn spawns these workers and pickles their config, which a protocol class built at run
+        # time cannot be; they run uvicorn's own protocol, without our header size and time limits
+        logging.getLogger(__name__).warning("no connection hand-over here: header limits do not apply")
+        options = {k: v for k, v in uvicorn_options(settings).items() if k != "http"}
+        uvicorn.run("app.asgi:app", host=settings.host, port=settings.port, workers=settings.workers, **options)
         return
     serve_one(settings)
 
 
 def serve_one(settings: Settings) -> None:
-    """One uvicorn server in this process; exits with status 1 if the models failed to load."""
+    """One uvicorn server in this process; exits non-zero if the models failed to load."""
     from app.main import create_app  # imports torch: not needed by the supervisor of several workers
 
     app = create_app(settings)

@@ -29,7 +29,8 @@ class PredictionOut(BaseModel):
     )
     digit_score: float = Field(
         description="how digit-like the picture is (higher: more), the score is_digit is decided from; its kind "
-        "and threshold are the model's calibration in GET /v1/models",
+        "and threshold are the model's calibration in GET /v1/models (shown rounded to 5 decimals; is_digit "
+        "compares the exact value)",
         examples=[9.81],
     )
     top_k: list[TopK]

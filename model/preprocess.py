@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 ALLOWED_FORMATS = frozenset({"PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF"})
 DEFAULT_MAX_PIXELS = 25_000_000
@@ -39,6 +39,13 @@ _TRANSPOSE = {  # EXIF orientation -> the transpose that turns the picture uprig
     8: Image.Transpose.ROTATE_90,
 }
 _INK_THRESHOLD = 0.15  # fraction of full ink below which a pixel does not count for the crop
+
+
+# Pillow inflates a PNG's compressed text chunks when it opens the file, before any pixel: up to
+# 1 MB a chunk and 64 MB an image by default, from a few kilobytes of upload each. The service
+# reads no text chunk; these caps bound what one upload can make it allocate at open time.
+PngImagePlugin.MAX_TEXT_CHUNK = 64 * 1024
+PngImagePlugin.MAX_TEXT_MEMORY = 256 * 1024
 
 
 class ImageError(ValueError):

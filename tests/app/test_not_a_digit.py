@@ -59,6 +59,9 @@ def test_not_a_digit_is_reported_then_rejected_on_request(strict_client, digit_p
     assert error["code"] == "not_a_digit" and "threshold" in error["message"] and error["request_id"]
     r = strict_client.post("/v1/attention?reject=true", content=digit_png, headers=PNG)
     assert r.status_code == 422 and r.json()["error"]["code"] == "not_a_digit"
+    heat = strict_client.post("/v1/attention?format=png", content=digit_png, headers=PNG)
+    assert heat.headers["content-type"] == "image/png" and heat.headers["x-is-digit"] == "false"
+    assert float(heat.headers["x-digit-score"]) < 1e6
     attention = strict_client.post("/v1/attention", content=digit_png, headers=PNG).json()
     assert attention["is_digit"] is False and len(attention["rollout"]) == 4  # the tiny model: patch 7
 

@@ -205,3 +205,20 @@ def test_preprocess_full_decode_cap_spares_jpeg():
         open_image(png.getvalue(), max_pixels=25_000_000, max_full_decode_pixels=10_000_000)
     assert info.value.code == "image_too_large"
     assert open_image(jpeg.getvalue(), max_pixels=25_000_000, max_full_decode_pixels=10_000_000).size == (4000, 3000)
+
+
+def test_png_with_a_text_chunk_bomb_is_refused_at_open_without_inflating_it():
+    import io
+
+    from PIL import PngImagePlugin
+
+    from model.preprocess import ImageError, open_image
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("comment", "x" * 2_000_000, zip=True)  # 2 MB of text in ~2 KB of upload
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((300, 300), np.uint8)).save(buf, "PNG", pnginfo=info)
+    assert len(buf.getvalue()) < 10_000
+    with pytest.raises(ImageError) as err:
+        open_image(buf.getvalue())
+    assert err.value.code == "invalid_image" and "MAX_TEXT_CHUNK" in str(err.value)

@@ -19,7 +19,11 @@ from app.uploads import read_single_image
 router = APIRouter(tags=["attention"])
 
 PNG_RESPONSE: dict[int | str, dict[str, object]] = {
-    200: {"content": {"image/png": {}}, "description": "JSON by default; with ?format=png a heatmap image"}
+    200: {
+        "content": {"image/png": {}},
+        "description": "JSON by default; with ?format=png a heatmap image, whose X-Is-Digit (true|false) and "
+        "X-Digit-Score headers carry the verdict",
+    }
 }
 
 
@@ -51,7 +55,8 @@ async def attention(
     if fmt == "png":
         heat = result.rollout if which == "rollout" else result.cls_attention
         png = await run_in_threadpool(heatmap_png, prepared.pixels, heat.numpy())
-        return Response(png, media_type="image/png")
+        verdict = {"X-Is-Digit": str(result.is_digit).lower(), "X-Digit-Score": f"{result.digit_score:.5f}"}
+        return Response(png, media_type="image/png", headers=verdict)
     base = prediction(result, served, prepared, top_k, 0.0)
     per_layer = None
     if layers == "all":

@@ -217,8 +217,18 @@ def prepare(
     std: tuple[float, ...] = (0.3081,),
     size: int = 28,
 ) -> Prepared:
-    """The model input for ``image``: (C, size, size), C = len(mean), normalised."""
-    ink, inverted = ink_map(image)
+    """The model input for ``image``: (C, size, size), C = len(mean), normalised.
+
+    Raises:
+        ImageError: ``unsupported_format`` for pixels Pillow cannot turn into grayscale (a CIELab
+            TIFF, say); ``no_digit`` for a picture without ink.
+    """
+    try:
+        ink, inverted = ink_map(image)
+    except ValueError as exc:  # Pillow: "conversion from LAB to RGB not supported"
+        raise ImageError(
+            "unsupported_format", f"cannot read {image.mode} pixels ({exc}); send RGB or grayscale"
+        ) from exc
     pixels = center_digit(ink, size=size, box=round(size * 20 / 28))
     m = np.asarray(mean, dtype=np.float32)[:, None, None]
     s = np.asarray(std, dtype=np.float32)[:, None, None]

@@ -11,6 +11,12 @@ from tests.app.conftest import png_bytes
 PNG = {"content-type": "image/png"}
 
 
+def _lab_tiff() -> bytes:
+    buf = io.BytesIO()
+    Image.new("LAB", (40, 40), (50, 0, 0)).save(buf, "TIFF")  # CIELab: Pillow cannot make it grayscale
+    return buf.getvalue()
+
+
 def _assert_error(response, status: int, code: str) -> dict:
     assert response.status_code == status, response.text
     body = response.json()
@@ -55,6 +61,7 @@ def test_predict_jpeg_dark_on_white_is_inverted(client):
         (b"definitely not a png", PNG, 415, "unsupported_format"),
         (b"x", {"content-type": "text/plain"}, 415, "unsupported_media_type"),
         (b"x", {"content-type": "image/svg+xml"}, 415, "unsupported_media_type"),
+        (_lab_tiff(), {"content-type": "image/tiff"}, 415, "unsupported_format"),
         (
             png_bytes(np.random.default_rng(1).integers(0, 255, (64, 64), dtype=np.uint8))[:900],
             PNG,

@@ -222,3 +222,15 @@ def test_png_with_a_text_chunk_bomb_is_refused_at_open_without_inflating_it():
     with pytest.raises(ImageError) as err:
         open_image(buf.getvalue())
     assert err.value.code == "invalid_image" and "MAX_TEXT_CHUNK" in str(err.value)
+
+
+def test_picture_in_a_colour_space_pillow_cannot_convert_is_refused_by_name():
+    import io
+
+    from model.preprocess import ImageError, prepare_bytes
+
+    buf = io.BytesIO()
+    Image.new("LAB", (40, 40), (50, 0, 0)).save(buf, "TIFF")  # a CIELab TIFF: no conversion to grayscale
+    with pytest.raises(ImageError) as err:
+        prepare_bytes(buf.getvalue())
+    assert err.value.code == "unsupported_format" and "LAB" in str(err.value)

@@ -7,19 +7,22 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import TypeVar
 
-from fastapi import Response
+from fastapi import Request, Response
 from PIL import Image
 from pydantic import BaseModel
 
 from app.batcher import MicroBatcher, QueueFullError
+from app.deps import decoder_of, settings_of
 from app.errors import ApiError
 from app.inference import Prediction
 from app.registry import ServedModel
 from app.schemas import PredictionOut, TopK
 from app.settings import Settings
+from app.uploads import read_single_image
 from model.preprocess import ImageError, Prepared, load_image, open_image, prepare
 
 R = TypeVar("R")
+P = TypeVar("P", bound=Prediction)
 _STATUS = {"empty_image": 400, "invalid_image": 400, "unsupported_format": 415, "image_too_large": 413, "no_digit": 422}
 
 
@@ -106,6 +109,21 @@ async def infer(batcher: MicroBatcher[R], prepared: Prepared, deadline: Deadline
         raise queue_full(exc) from exc
     except TimeoutError:
         raise deadline.missed() from None
+
+
+async def classify_upload(
+    request: Request, served: ServedModel, batcher: MicroBatcher[P], reject: bool | None
+) -> tuple[Prepared, P]:
+    """One uploaded picture through a route's whole flow: read, preprocess and infer within the
+    request's deadline; a non-digit becomes 422 ``not_a_digit`` if the request (or server) rejects."""
+    settings = settings_of(request)
+    data = await read_single_image(request)
+    deadline = Deadline.start(settings.request_timeout_s)
+    prepared = await preprocess(data, served, settings, decoder_of(request), deadline)
+    result = await infer(batcher, prepared, deadline)
+    if not result.is_digit and rejects(reject, settings):
+        raise not_a_digit(result, served)
+    return prepared, result
 
 
 def queue_full(exc: QueueFullError) -> ApiError:

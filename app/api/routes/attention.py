@@ -8,13 +8,12 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from app.api.images import Deadline, infer, not_a_digit, prediction, preprocess, rejects
+from app.api.images import classify_upload, prediction
 from app.api.routes.predict import SINGLE_IMAGE_BODY, RejectQuery, TopKQuery
-from app.deps import ModelQuery, decoder_of, model_of, settings_of
+from app.deps import ModelQuery, model_of
 from app.errors import ERROR_RESPONSES
 from app.render import heatmap_png
 from app.schemas import AttentionOut, LayerAttention
-from app.uploads import read_single_image
 
 router = APIRouter(tags=["attention"])
 
@@ -45,13 +44,8 @@ async def attention(
 ) -> AttentionOut | Response:
     """Classify one digit and show where the model looked: attention rollout and CLS attention."""
     start = time.perf_counter()
-    served, settings = model_of(request, model), settings_of(request)
-    data = await read_single_image(request)
-    deadline = Deadline.start(settings.request_timeout_s)
-    prepared = await preprocess(data, served, settings, decoder_of(request), deadline)
-    result = await infer(served.attention, prepared, deadline)
-    if not result.is_digit and rejects(reject, settings):
-        raise not_a_digit(result, served)
+    served = model_of(request, model)
+    prepared, result = await classify_upload(request, served, served.attention, reject)
     if fmt == "png":
         heat = result.rollout if which == "rollout" else result.cls_attention
         png = await run_in_threadpool(heatmap_png, prepared.pixels, heat.numpy())

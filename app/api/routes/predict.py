@@ -9,7 +9,17 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from app.api.images import Deadline, infer, json_response, not_a_digit, prediction, preprocess, queue_full, rejects
+from app.api.images import (
+    Deadline,
+    classify_upload,
+    infer,
+    json_response,
+    not_a_digit,
+    prediction,
+    preprocess,
+    queue_full,
+    rejects,
+)
 from app.batcher import QueueFullError
 from app.deps import ModelQuery, decoder_of, model_of, settings_of
 from app.errors import ERROR_RESPONSES, ApiError
@@ -17,7 +27,7 @@ from app.inference import Prediction
 from app.registry import ServedModel
 from app.schemas import BatchItemError, BatchItemOut, BatchOut, PredictionOut
 from app.settings import Settings
-from app.uploads import IMAGE_TYPES, read_batch_images, read_single_image
+from app.uploads import IMAGE_TYPES, read_batch_images
 from model.preprocess import Prepared
 
 router = APIRouter(tags=["predict"])
@@ -72,13 +82,8 @@ async def predict(
 ) -> Response:
     """Classify one digit image; say whether it is a digit at all."""
     start = time.perf_counter()
-    served, settings = model_of(request, model), settings_of(request)
-    data = await read_single_image(request)
-    deadline = Deadline.start(settings.request_timeout_s)
-    prepared = await preprocess(data, served, settings, decoder_of(request), deadline)
-    result = await infer(served.predict, prepared, deadline)
-    if not result.is_digit and rejects(reject, settings):
-        raise not_a_digit(result, served)
+    served = model_of(request, model)
+    prepared, result = await classify_upload(request, served, served.predict, reject)
     latency_ms = (time.perf_counter() - start) * 1000
     return json_response(prediction(result, served, prepared, top_k, latency_ms))
 

@@ -19,7 +19,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-import torch
+import numpy as np
 
 from app.metrics import Metrics
 
@@ -33,12 +33,12 @@ class QueueFullError(RuntimeError):
 
 @dataclass
 class _Pending(Generic[R]):
-    x: torch.Tensor
+    x: np.ndarray
     future: asyncio.Future[R]
 
 
 class MicroBatcher(Generic[R]):
-    """Batches single inputs for ``run``, which maps a stacked (B, ...) tensor to B results.
+    """Batches single inputs for ``run``, which maps a stacked (B, ...) array to B results.
 
     Args:
         run: the batched function; runs in ``executor``.
@@ -51,7 +51,7 @@ class MicroBatcher(Generic[R]):
 
     def __init__(
         self,
-        run: Callable[[torch.Tensor], Sequence[R]],
+        run: Callable[[np.ndarray], Sequence[R]],
         *,
         max_batch: int,
         max_wait_s: float,
@@ -81,7 +81,7 @@ class MicroBatcher(Generic[R]):
             if not item.future.done():
                 item.future.set_exception(RuntimeError("the server is shutting down"))
 
-    async def submit(self, x: torch.Tensor, timeout_s: float) -> R:
+    async def submit(self, x: np.ndarray, timeout_s: float) -> R:
         """Queue ``x`` and wait for its result; TimeoutError past ``timeout_s``."""
         if len(self._pending) >= self._queue_size:
             raise QueueFullError(f"{len(self._pending)} images are already waiting")
@@ -117,7 +117,7 @@ class MicroBatcher(Generic[R]):
     async def _execute(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending[R]]) -> None:
         start = time.perf_counter()
         try:
-            results = await loop.run_in_executor(self._executor, self._run, torch.stack([i.x for i in batch]))
+            results = await loop.run_in_executor(self._executor, self._run, np.stack([i.x for i in batch]))
         except Exception as exc:  # the model failed: every request of the batch gets the error
             log.exception("batch of %d failed", len(batch))
             for item in batch:

@@ -1,50 +1,40 @@
-"""Batched inference functions the batchers run: probabilities, and attention maps.
+"""Batched inference the batchers run: calibrated answers and attention maps, in NumPy.
 
-The model is served through one of three runtimes (setting ``VIT_DIGITS_RUNTIME``):
+A model is run through :class:`Runners`, two functions from a batch (B, C, S, S) of float32 inputs
+to the logits, and to the logits with the attention maps. They come from one of two places
+(:mod:`app.registry` chooses):
 
-- ``onnxruntime`` (the default on CPU): the model exported to ONNX in memory when it loads and run by
-  ONNX Runtime. On this project's 2-core CPU it runs the shipped model about 1.25x faster than the
-  TorchScript trace (0.66 against 0.82 ms per image in batches of 16, one thread), and the service
-  answers about 13% more requests per second at concurrency 32 (bench/serve_load.py, README
-  "Performance"). The export uses the TorchScript-based exporter (``dynamo=False``): it takes
-  0.4 s per model, where the ``torch.export``-based one makes the same graph in about 8 s, at
-  every start of every worker.
-- ``torchscript`` (the default on CUDA): a frozen TorchScript trace. Eager PyTorch re-enters Python
-  (and so takes the GIL) for every module of the forward pass, about 150 times per batch; while
-  the event loop is busy, each of those waits for the GIL's switch interval, and a batch that
-  takes 26 ms alone took 530 ms next to a busy Python thread (measured here). The trace and ONNX
-  Runtime run the whole graph in C++ with the GIL released.
-- ``eager``: the PyTorch module itself.
+- the ONNX export of the checkpoint (:mod:`model.onnx_model`), run by ONNX Runtime: how the
+  service runs on CPU, without importing torch;
+- the PyTorch checkpoint itself (:mod:`app.torch_runtime`): on CUDA, and for a checkpoint that has
+  no export yet.
 
-Whatever is compiled is checked against the eager model on two batch sizes when it loads; if it
-cannot be built or does not reproduce the eager outputs, the next runtime down is used
-(onnxruntime, then torchscript, then eager) and a warning logged. ``/v1/models`` says which runs.
-TorchScript and the TorchScript-based ONNX exporter are both deprecated in favour of
-``torch.export``; on a CPU server ``torch.compile`` needs a C++ toolchain at run time.
+Everything after the forward pass (softmax, calibration, the verdict, attention rollout) is the
+same NumPy code whichever made the logits.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import io
-import logging
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
-import torch
-from torch import nn
+import numpy as np
+from numpy.typing import NDArray
 
-from model.calibration import Calibration
-from model.checkpoint import LoadedCheckpoint
-from model.factory import forward_with_attention, match_channels
+from model.meta import CheckpointMeta
 from model.rollout import attention_rollout, cls_attention
 
-log = logging.getLogger(__name__)
-Runner = Callable[[torch.Tensor], torch.Tensor | tuple[torch.Tensor, ...]]
-Runtime = Literal["onnxruntime", "torchscript", "eager"]
-RUNTIMES: tuple[Runtime, ...] = ("onnxruntime", "torchscript", "eager")  # each falls back to the next
+Array = NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class Runners:
+    """What runs a model: ``logits`` (B, classes) and ``logits_and_attention`` (plus the maps,
+    (B, layers, heads, N, N)) for a batch (B, C, S, S); ``runtime`` names the engine, for /v1/models."""
+
+    logits: Callable[[Array], Array]
+    logits_and_attention: Callable[[Array], tuple[Array, Array]]
+    runtime: str
 
 
 @dataclass(frozen=True)
@@ -59,149 +49,59 @@ class Prediction:
 
 @dataclass(frozen=True)
 class AttentionResult(Prediction):
-    rollout: torch.Tensor  # (g, g), sums to 1
-    cls_attention: torch.Tensor  # (g, g), last layer, head mean
-    layers: torch.Tensor  # (layers, heads, g, g): each layer's and head's class-token attention
+    rollout: Array  # (g, g), sums to 1
+    cls_attention: Array  # (g, g), last layer, head mean
+    layers: Array  # (layers, heads, g, g): each layer's and head's class-token attention
 
 
-class WithAttention(nn.Module):
-    """The model's attention path as a module of its own, so that it can be traced."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return forward_with_attention(self.model, x)
+def match_channels(x: Array, in_chans: int) -> Array:
+    """A grayscale batch (B, 1, H, W) as (B, in_chans, H, W): the digit replicated to RGB if 3."""
+    if x.shape[1] == in_chans:
+        return x
+    if x.shape[1] == 1:
+        return np.repeat(x, in_chans, axis=1)
+    raise ValueError(f"cannot turn {x.shape[1]}-channel input into {in_chans} channels")
 
 
-def resolve_runtime(requested: str, device: torch.device) -> Runtime:
-    """The runtime to serve with: ``auto`` means ONNX Runtime on CPU when it is installed, else
-    TorchScript. ONNX Runtime serves on CPU only here (its CUDA build is another package)."""
-    if requested == "auto":
-        if device.type == "cpu" and importlib.util.find_spec("onnxruntime") is not None:
-            return "onnxruntime"
-        return "torchscript"
-    if requested == "onnxruntime" and device.type != "cpu":
-        raise ValueError(f"runtime onnxruntime serves on CPU only; on {device} use torchscript or eager")
-    if requested not in RUNTIMES:
-        raise ValueError(f"unknown runtime {requested!r}; one of auto, {', '.join(RUNTIMES)}")
-    return requested  # type: ignore[return-value]
-
-
-def build_runner(module: nn.Module, example: torch.Tensor, runtime: Runtime, threads: int) -> tuple[Runner, Runtime]:
-    """``module`` compiled for ``runtime`` and checked against its eager outputs, falling back to
-    the next runtime down if that fails; returns the runner and the runtime it uses.
-
-    Args:
-        module: the model (or its attention path); put in eval mode here.
-        example: an input batch; the compiled runner accepts any batch size.
-        runtime: where to start; see :data:`RUNTIMES`.
-        threads: ONNX Runtime intra-op threads (0: its default); torch's are set globally.
-    """
-    module.eval()
-    builders: dict[Runtime, Callable[[], Runner]] = {
-        "onnxruntime": lambda: _onnxruntime(module, example, threads),
-        "torchscript": lambda: _torchscript(module, example),
-    }
-    for candidate in RUNTIMES[RUNTIMES.index(runtime) :]:
-        if candidate == "eager":
-            break
-        try:
-            runner = builders[candidate]()
-            with torch.inference_mode():
-                for batch in (example, torch.cat([example, example[:1]])):  # another batch size too
-                    _assert_close(module(batch), runner(batch))
-        except Exception as exc:  # any export or tracing problem: serve with the next runtime
-            log.warning("%s runtime failed; falling back", candidate, extra={"error": str(exc)})
-            continue
-        return runner, candidate
-    return module, "eager"
-
-
-def _torchscript(module: nn.Module, example: torch.Tensor) -> Runner:
-    with torch.inference_mode(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer warnings about shape-dependent Python values; deprecation
-        return torch.jit.freeze(torch.jit.trace(module, example, check_trace=False))
-
-
-def _onnxruntime(module: nn.Module, example: torch.Tensor, threads: int) -> Runner:
-    """``module`` exported to ONNX in memory, with a dynamic batch axis, run by ONNX Runtime."""
-    import onnxruntime as ort
-
-    with torch.no_grad():
-        outputs = module(example)
-    names = [f"output{i}" for i in range(len(outputs) if isinstance(outputs, tuple) else 1)]
-    buffer = io.BytesIO()
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer warnings; the legacy exporter's deprecation notice
-        torch.onnx.export(
-            module,
-            (example,),
-            buffer,  # type: ignore[arg-type]  # the TorchScript-based exporter writes to file objects too
-            input_names=["input"],
-            output_names=names,
-            dynamic_axes={name: {0: "batch"} for name in ["input", *names]},
-            opset_version=17,
-            dynamo=False,
-        )
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3  # errors only
-    session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
-    single = len(names) == 1
-
-    def run(x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
-        out = [torch.from_numpy(a) for a in session.run(None, {"input": x.contiguous().numpy()})]
-        return out[0] if single else tuple(out)
-
-    return run
-
-
-def _assert_close(eager: object, traced: object) -> None:
-    expected = eager if isinstance(eager, tuple) else (eager,)
-    actual = traced if isinstance(traced, tuple) else (traced,)
-    torch.testing.assert_close(actual, expected, rtol=1e-3, atol=1e-4)
-
-
-def _answers(logits: torch.Tensor, calibration: Calibration) -> tuple[list[list[float]], list[float], list[bool]]:
+def _answers(logits: Array, meta: CheckpointMeta) -> tuple[list[list[float]], list[float], list[bool]]:
     """Per row: calibrated probabilities, digit score, verdict (as Python lists, for the responses)."""
-    logits = logits.float().cpu()
+    calibration = meta.calibration
     scores = calibration.scores(logits)
     return calibration.probabilities(logits).tolist(), scores.tolist(), calibration.is_digit(scores).tolist()
 
 
-def predict_fn(
-    runner: Runner, ckpt: LoadedCheckpoint, device: torch.device, dtype: torch.dtype
-) -> Callable[[torch.Tensor], list[Prediction]]:
-    in_chans, calibration = ckpt.meta.config.in_chans, ckpt.meta.calibration
+def predict_fn(runners: Runners, meta: CheckpointMeta) -> Callable[[Array], list[Prediction]]:
+    """The batched prediction function for one model."""
+    in_chans = meta.config.in_chans
 
-    @torch.inference_mode()
-    def run(x: torch.Tensor) -> list[Prediction]:
-        logits = runner(match_channels(x.to(device, dtype), in_chans))
-        assert isinstance(logits, torch.Tensor)
-        return [Prediction(*answer) for answer in zip(*_answers(logits, calibration), strict=True)]
+    def run(x: Array) -> list[Prediction]:
+        logits = runners.logits(match_channels(x, in_chans))
+        return [Prediction(*answer) for answer in zip(*_answers(logits, meta), strict=True)]
 
     return run
 
 
-def attention_fn(
-    runner: Runner, ckpt: LoadedCheckpoint, device: torch.device, dtype: torch.dtype
-) -> Callable[[torch.Tensor], list[AttentionResult]]:
-    config = ckpt.meta.config
+def attention_fn(runners: Runners, meta: CheckpointMeta) -> Callable[[Array], list[AttentionResult]]:
+    """The batched attention function for one model: answers plus rollout and per-layer maps."""
+    config = meta.config
     prefix = config.num_prefix_tokens
 
-    @torch.inference_mode()
-    def run(x: torch.Tensor) -> list[AttentionResult]:
-        logits, attn = runner(match_channels(x.to(device, dtype), config.in_chans))
-        attn = attn.float()
-        probs, scores, verdicts = _answers(logits, ckpt.meta.calibration)
-        rollout = attention_rollout(attn, prefix).cpu()
-        layers = torch.stack([cls_attention(attn, layer, prefix) for layer in range(attn.shape[1])], dim=1).cpu()
+    def run(x: Array) -> list[AttentionResult]:
+        logits, attn = runners.logits_and_attention(match_channels(x, config.in_chans))
+        probs, scores, verdicts = _answers(logits, meta)
+        rollout = attention_rollout(attn, prefix)
+        layers = np.stack([cls_attention(attn, layer, prefix) for layer in range(attn.shape[1])], axis=1)
         return [
             AttentionResult(probs[i], scores[i], verdicts[i], rollout[i], layers[i, -1].mean(0), layers[i])
             for i in range(x.shape[0])
         ]
 
     return run
+
+
+def onnx_runners(exported: object) -> Runners:
+    """Runners for a loaded ONNX export (:class:`model.onnx_model.OnnxModel`)."""
+    from model.onnx_model import OnnxModel
+
+    assert isinstance(exported, OnnxModel)
+    return Runners(exported.logits, exported.logits_and_attention, "onnxruntime")

@@ -1,7 +1,12 @@
-"""The models the service serves: loaded once, warmed up, each with its own batchers."""
+"""The models the service serves: loaded once, warmed up, each with its own batchers.
+
+On CPU a model is served from its ONNX export with ONNX Runtime, and torch is never imported;
+from its PyTorch checkpoint on CUDA, or when it has no export (:mod:`app.inference`).
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -9,26 +14,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
 
 from app.batcher import MicroBatcher
-from app.inference import (
-    AttentionResult,
-    Prediction,
-    Runtime,
-    WithAttention,
-    attention_fn,
-    build_runner,
-    predict_fn,
-    resolve_runtime,
-)
+from app.inference import AttentionResult, Prediction, Runners, attention_fn, onnx_runners, predict_fn
 from app.metrics import Metrics
 from app.settings import Settings
-from model.checkpoint import LoadedCheckpoint, load_checkpoint
-from model.device import resolve_device
-from model.factory import count_parameters
+from model.device import DeviceError
+from model.meta import CheckpointError, CheckpointMeta, file_sha256
+from model.onnx_model import load_onnx
 
 log = logging.getLogger(__name__)
+NVIDIA_DRIVER = Path("/proc/driver/nvidia")
 
 
 class ModelLoadError(RuntimeError):
@@ -57,34 +54,31 @@ class ServedModel:
         return self.loaded.id
 
     @property
-    def checkpoint(self) -> LoadedCheckpoint:
-        return self.loaded.checkpoint
+    def meta(self) -> CheckpointMeta:
+        return self.loaded.meta
 
     @property
-    def device(self) -> torch.device:
-        return self.loaded.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.loaded.dtype
+    def sha256(self) -> str:
+        return self.loaded.sha256
 
     def info(self, default: bool) -> dict[str, Any]:
-        meta = self.checkpoint.meta
+        meta, loaded = self.meta, self.loaded
         config = meta.config
         return {
             "id": self.id,
             "default": default,
             "architecture": "timm VisionTransformer" if config.impl == "timm" else "vit-digits ViT",
             "config": config.to_dict(),
-            "parameters": count_parameters(self.checkpoint.model),
+            "parameters": loaded.parameters,
             "patch_grid": config.grid_size,
             "labels": list(meta.labels),
             "test_accuracy": meta.training.get("test_accuracy"),
             "trained_at": meta.training.get("created"),
-            "sha256": self.checkpoint.sha256,
-            "device": str(self.device),
-            "dtype": str(self.dtype).removeprefix("torch."),
-            "runtime": self.loaded.runtime,
+            "sha256": loaded.sha256,
+            "served_from": loaded.served_from,
+            "device": loaded.device,
+            "dtype": loaded.dtype,
+            "runtime": loaded.runtime,
             "calibration": {k: v for k, v in meta.calibration.to_json().items() if k != "fitted"},
         }
 
@@ -105,67 +99,146 @@ class Registry:
             await served.attention.stop()
 
 
-def checkpoint_files(paths: list[Path]) -> list[Path]:
-    """The checkpoint files named directly or found (``*.safetensors``) in the named folders."""
-    files: list[Path] = []
+@dataclass(frozen=True)
+class ModelFiles:
+    """The files of one model id: its checkpoint and/or its ONNX export (same stem)."""
+
+    id: str
+    checkpoint: Path | None
+    export: Path | None
+
+
+def model_files(paths: list[Path]) -> list[ModelFiles]:
+    """The models named directly (a ``.safetensors`` or ``.onnx`` file, with its sibling of the other
+    kind if there is one) or found in the named folders, by id (the file stem)."""
+    found: dict[str, dict[str, Path]] = {}
     for path in paths:
-        files += sorted(path.glob("*.safetensors")) if path.is_dir() else [path]
-    if not files:
+        files = sorted([*path.glob("*.safetensors"), *path.glob("*.onnx")]) if path.is_dir() else [path]
+        for file in files:
+            entry = found.setdefault(file.stem, {})
+            entry[file.suffix] = file
+            for suffix in (".safetensors", ".onnx"):  # a file named directly brings its sibling
+                sibling = file.with_suffix(suffix)
+                if suffix not in entry and sibling.is_file():
+                    entry[suffix] = sibling
+    if not found:
         raise NoModelsError(
-            "no checkpoint to serve: VIT_DIGITS_CHECKPOINTS names no *.safetensors file",
-            f"no *.safetensors checkpoint in {', '.join(map(str, paths))}",
+            "no model to serve: VIT_DIGITS_CHECKPOINTS names no *.safetensors or *.onnx file",
+            f"no *.safetensors or *.onnx file in {', '.join(map(str, paths))}",
         )
-    return files
+    return [ModelFiles(stem, f.get(".safetensors"), f.get(".onnx")) for stem, f in found.items()]
 
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A checkpoint made ready to serve: its batched predict and attention functions, warmed up."""
+    """A model made ready to serve: its batched predict and attention functions, warmed up."""
 
     id: str
-    checkpoint: LoadedCheckpoint
-    device: torch.device
-    dtype: torch.dtype
-    runtime: Runtime
-    predict: Callable[[torch.Tensor], list[Prediction]]
-    attention: Callable[[torch.Tensor], list[AttentionResult]]
+    meta: CheckpointMeta
+    sha256: str  # of the .safetensors checkpoint (the model's identity, whichever file is served)
+    parameters: int
+    served_from: str  # the file name
+    device: str
+    dtype: str
+    runtime: str
+    predict: Callable[[np.ndarray], list[Prediction]]
+    attention: Callable[[np.ndarray], list[AttentionResult]]
 
 
 def load_models(settings: Settings) -> list[LoadedModel]:
-    """Load, compile and warm up every checkpoint (blocking; run it off the event loop)."""
-    if settings.torch_threads:
-        torch.set_num_threads(settings.torch_threads)
-    device = resolve_device(settings.device)
-    dtype = torch.float16 if settings.half and device.type == "cuda" else torch.float32
-    runtime = resolve_runtime(settings.runtime, device)
+    """Load and warm up every model (blocking; run it off the event loop)."""
+    device = serving_device(settings.device)
     loaded = []
-    for path in checkpoint_files(settings.checkpoints):
+    for files in model_files(settings.checkpoints):
+        path = files.export or files.checkpoint
+        assert path is not None
         try:
-            loaded.append(_load_model(path, settings, device, dtype, runtime))
+            loaded.append(_load_model(files, settings, device))
         except Exception as exc:
             detail = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
-            message = str(exc).replace(str(path.resolve()), path.name).replace(str(path), path.name)
-            raise ModelLoadError(f"model {path.stem!r} cannot be served: {message}", detail) from exc
+            message = str(exc)
+            for p in (files.export, files.checkpoint):
+                if p is not None:
+                    message = message.replace(str(p.resolve()), p.name).replace(str(p), p.name)
+            raise ModelLoadError(f"model {files.id!r} cannot be served: {message}", detail) from exc
     return loaded
 
 
-def _load_model(
-    path: Path, settings: Settings, device: torch.device, dtype: torch.dtype, runtime: Runtime
-) -> LoadedModel:
-    """Load, compile and warm up one checkpoint."""
-    ckpt = load_checkpoint(path, device=device)
-    model = ckpt.model.to(dtype)
-    pre, chans = ckpt.meta.preprocess, ckpt.meta.config.in_chans
-    example = torch.randn(4, chans, pre.image_size, pre.image_size, device=device, dtype=dtype)
-    predict_runner, used = build_runner(model, example, runtime, settings.torch_threads)
-    attention_runner, _ = build_runner(WithAttention(model), example, runtime, settings.torch_threads)
-    predict = predict_fn(predict_runner, ckpt, device, dtype)
-    attention = attention_fn(attention_runner, ckpt, device, dtype)
+def serving_device(requested: str) -> str:
+    """The device to serve on: ``cpu``, or a CUDA device (which needs torch).
+
+    ``auto`` is CUDA when torch is installed and an NVIDIA driver is loaded, else CPU; the driver
+    is looked for first (``/proc/driver/nvidia``), so that a CPU host with torch installed does not
+    import it just to learn that there is no GPU.
+
+    Raises:
+        DeviceError: a CUDA device asked for where there is none, or without torch installed.
+    """
+    if requested == "cpu":
+        return "cpu"
+    has_torch = importlib.util.find_spec("torch") is not None
+    if requested == "auto" and (not has_torch or not NVIDIA_DRIVER.exists()):
+        return "cpu"
+    if not has_torch:
+        raise DeviceError(f"device {requested!r} needs torch: pip install 'vit-digits[torch]' (or the CUDA image)")
+    from model.device import resolve_device
+
+    return str(resolve_device(requested))
+
+
+def _load_model(files: ModelFiles, settings: Settings, device: str) -> LoadedModel:
+    """Load and warm up one model: the ONNX export on CPU where there is one, else the checkpoint."""
+    use_export = device == "cpu" and settings.runtime in ("auto", "onnxruntime") and files.export is not None
+    if use_export:
+        assert files.export is not None
+        exported = load_onnx(files.export, settings.torch_threads)
+        if files.checkpoint is not None and file_sha256(files.checkpoint) != exported.checkpoint_sha256:
+            raise CheckpointError(
+                f"{files.export} was exported from another checkpoint than {files.checkpoint} (sha256 "
+                f"{exported.checkpoint_sha256[:12]}…); export it again: python -m training export {files.checkpoint}"
+            )
+        meta, runners, dtype = exported.meta, onnx_runners(exported), "float32"
+        sha256, parameters, served_from = exported.checkpoint_sha256, exported.parameters, files.export.name
+    else:
+        if files.checkpoint is None:
+            raise CheckpointError(
+                f"{files.export}: an ONNX export serves on CPU only, with runtime auto or onnxruntime"
+            )
+        if importlib.util.find_spec("torch") is None:
+            raise CheckpointError(
+                f"{files.checkpoint} has no ONNX export next to it, and torch is not installed to run it: "
+                f"python -m training export {files.checkpoint} (or pip install 'vit-digits[torch]')"
+            )
+        meta, runners, dtype, sha256, parameters = _torch_model(files.checkpoint, settings, device)
+        served_from = files.checkpoint.name
+    predict, attention = predict_fn(runners, meta), attention_fn(runners, meta)
+    pre = meta.preprocess
+    example = np.random.default_rng(0).standard_normal((1, 1, pre.image_size, pre.image_size), dtype=np.float32)
     for batch in sorted({1, max(settings.max_batch_size // 4, 1), settings.max_batch_size}):
-        predict(example[:1].expand(batch, -1, -1, -1))  # warm-up: allocations, kernel choices
-    attention(example[:1])
-    log.info("loaded model", extra={"model": path.stem, "device": str(device), "runtime": used, "sha256": ckpt.sha256})
-    return LoadedModel(path.stem, ckpt, device, dtype, used, predict, attention)
+        predict(np.repeat(example, batch, axis=0))  # warm-up: allocations, kernel choices
+    attention(example)
+    log.info("loaded model", extra={"model": files.id, "device": device, "runtime": runners.runtime, "sha256": sha256})
+    return LoadedModel(
+        files.id, meta, sha256, parameters, served_from, device, dtype, runners.runtime, predict, attention
+    )
+
+
+def _torch_model(path: Path, settings: Settings, device: str) -> tuple[CheckpointMeta, Runners, str, str, int]:
+    """The checkpoint at ``path`` loaded with torch: metadata, runners, dtype, sha256, parameters."""
+    import torch
+
+    from app.torch_runtime import resolve_runtime, torch_runners
+    from model.checkpoint import load_checkpoint
+    from model.factory import count_parameters
+
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    target = torch.device(device)
+    dtype = torch.float16 if settings.half and target.type == "cuda" else torch.float32
+    ckpt = load_checkpoint(path, device=target)
+    runners = torch_runners(ckpt, target, dtype, resolve_runtime(settings.runtime, target), settings.torch_threads)
+    dtype_name = str(dtype).removeprefix("torch.")
+    return ckpt.meta, runners, dtype_name, ckpt.sha256, count_parameters(ckpt.model)
 
 
 def build_registry(

@@ -89,7 +89,11 @@ class ModelOut(BaseModel):
     labels: list[str]
     test_accuracy: float | None
     trained_at: str | None
-    sha256: str
+    sha256: str = Field(description="sha256 of the model's .safetensors checkpoint, whichever file is served")
+    served_from: str = Field(
+        description="the file the model runs from: its ONNX export on CPU, its checkpoint on CUDA or without export",
+        examples=["vit-digits.onnx"],
+    )
     device: str
     dtype: str
     runtime: str = Field(description="what runs the model: onnxruntime, torchscript or eager", examples=["onnxruntime"])

@@ -43,7 +43,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.inference import build_runner, resolve_runtime  # noqa: E402
+from app.torch_runtime import build_runner, resolve_runtime  # noqa: E402
 from model.checkpoint import load_checkpoint  # noqa: E402
 from model.preprocess import prepare_bytes  # noqa: E402
 

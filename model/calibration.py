@@ -9,6 +9,9 @@ reads the same numbers:
   confidence of 0.9 is right about 90% of the time;
 - ``score`` and ``threshold``: how digit-like the input is, from the raw logits, and the value
   below which it is called "not a digit" (chosen on validation digits and validation non-digits).
+
+NumPy only: the serving process applies it without torch. Arrays of logits are (B, classes); a
+CPU torch tensor is accepted too (it is read as an array).
 """
 
 from __future__ import annotations
@@ -17,24 +20,33 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import torch
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 Score = Literal["energy", "max_logit", "msp"]
 SCORES: tuple[Score, ...] = ("energy", "max_logit", "msp")
 
 
-def digit_scores(logits: torch.Tensor, score: Score, temperature: float = 1.0) -> torch.Tensor:
+def softmax(logits: ArrayLike) -> NDArray[np.float32]:
+    """Row-wise softmax, computed stably (the row maximum subtracted first)."""
+    x = np.asarray(logits, dtype=np.float32)
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def digit_scores(logits: ArrayLike, score: Score, temperature: float = 1.0) -> NDArray[np.float32]:
     """Per-row digit-likeness, higher = more digit-like.
 
     ``energy``: the negative free energy ``logsumexp(logits)`` (Liu et al. 2020); ``max_logit``: the
     largest logit; ``msp``: the largest calibrated probability (Hendrycks & Gimpel 2017).
     """
-    logits = logits.float()
+    x = np.asarray(logits, dtype=np.float32)
     if score == "energy":
-        return torch.logsumexp(logits, dim=-1)
+        top = x.max(axis=-1)
+        return top + np.log(np.exp(x - top[..., None]).sum(axis=-1))
     if score == "max_logit":
-        return logits.amax(dim=-1)
-    return (logits / temperature).softmax(dim=-1).amax(dim=-1)
+        return x.max(axis=-1)
+    return softmax(x / np.float32(temperature)).max(axis=-1)
 
 
 @dataclass(frozen=True)
@@ -55,19 +67,20 @@ class Calibration:
         if self.threshold is not None and not math.isfinite(self.threshold):
             raise ValueError(f"calibration threshold must be a finite number; got {self.threshold}")
 
-    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+    def probabilities(self, logits: ArrayLike) -> NDArray[np.float32]:
         """Calibrated class probabilities (B, classes)."""
-        return (logits.float() / self.temperature).softmax(dim=-1)
+        return softmax(np.asarray(logits, dtype=np.float32) / np.float32(self.temperature))
 
-    def scores(self, logits: torch.Tensor) -> torch.Tensor:
+    def scores(self, logits: ArrayLike) -> NDArray[np.float32]:
         """The digit score (B,) the verdict is decided from."""
         return digit_scores(logits, self.score, self.temperature)
 
-    def is_digit(self, scores: torch.Tensor) -> torch.Tensor:
+    def is_digit(self, scores: ArrayLike) -> NDArray[np.bool_]:
         """The verdict (B,) for digit scores; all True when no threshold was fitted."""
+        s = np.asarray(scores)
         if self.threshold is None:
-            return torch.ones_like(scores, dtype=torch.bool)
-        return scores >= self.threshold
+            return np.ones(s.shape, dtype=bool)
+        return s >= self.threshold
 
     def to_json(self) -> dict[str, Any]:
         return {

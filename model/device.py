@@ -1,8 +1,11 @@
-"""Choosing the torch device from a user's setting."""
+"""Choosing the torch device from a user's setting (torch is imported only when one is resolved)."""
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 
 class DeviceError(ValueError):
@@ -11,6 +14,8 @@ class DeviceError(ValueError):
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks CUDA when present; asking for CUDA without a GPU is a clear error."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

@@ -29,6 +29,19 @@ def forward_with_attention(model: nn.Module, x: torch.Tensor) -> tuple[torch.Ten
     return timm_forward_with_attention(model, x)
 
 
+class WithAttention(nn.Module):
+    """A model's attention path as a module of its own (for tracing and export): the forward pass
+    returns the logits and the attention maps, as :func:`forward_with_attention`."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.train(model.training)  # a new module is in training mode; exporting restores that mode
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return forward_with_attention(self.model, x)
+
+
 def match_channels(x: torch.Tensor, in_chans: int) -> torch.Tensor:
     """Grayscale batch (B, 1, H, W) -> (B, in_chans, H, W), replicating the digit to RGB if 3."""
     if x.shape[1] == in_chans:

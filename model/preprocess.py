@@ -14,7 +14,6 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from PIL import ExifTags, Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 ALLOWED_FORMATS = frozenset({"PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF"})
@@ -58,11 +57,11 @@ class ImageError(ValueError):
 
 @dataclass(frozen=True)
 class Prepared:
-    """A preprocessed digit: ``tensor`` (1, S, S) normalised for the model; ``pixels`` (S, S) in
+    """A preprocessed digit: ``model_input`` (C, S, S) float32, normalised for the model; ``pixels`` (S, S) in
     [0, 1], light on dark, as the model sees it (for display); ``inverted`` if the input was dark
     ink on light paper."""
 
-    tensor: torch.Tensor
+    model_input: np.ndarray
     pixels: np.ndarray
     inverted: bool
 
@@ -232,7 +231,7 @@ def prepare(
     pixels = center_digit(ink, size=size, box=round(size * 20 / 28))
     m = np.asarray(mean, dtype=np.float32)[:, None, None]
     s = np.asarray(std, dtype=np.float32)[:, None, None]
-    return Prepared(tensor=torch.from_numpy((pixels[None] - m) / s), pixels=pixels, inverted=inverted)
+    return Prepared(model_input=(pixels[None] - m) / s, pixels=pixels, inverted=inverted)
 
 
 def prepare_bytes(

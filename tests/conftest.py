@@ -26,9 +26,22 @@ def mnist_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An untrained tiny ViT saved in the real checkpoint format."""
+    """An untrained tiny ViT saved in the real checkpoint format, with its ONNX export next to it
+    (so the service runs it as it runs the shipped model on CPU: ONNX Runtime, no torch)."""
+    from model.checkpoint import load_checkpoint
+    from model.onnx_export import export_onnx
+
     torch.manual_seed(0)
     model = build_model(TINY)
     path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
     save_checkpoint(path, model, CheckpointMeta(TINY, training={"test_accuracy": 0.1, "created": "2026-01-01"}))
+    export_onnx(load_checkpoint(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint_without_export(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny checkpoint alone, as a checkpoint trained before exports existed: served with torch."""
+    path = tmp_path_factory.mktemp("torch-ckpt") / "tiny.safetensors"
+    path.write_bytes(tiny_checkpoint.read_bytes())
     return path

@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_trust_arguments(
         sub.add_parser("trust", help="calibrate a checkpoint, fit its not-a-digit threshold, report both")
     )
+    export = sub.add_parser("export", help="write a checkpoint's ONNX serving artifact (checked against PyTorch)")
+    export.add_argument("checkpoint", type=Path, help="the .safetensors checkpoint")
+    export.add_argument("--output", type=Path, help="where to write it (default: next to the checkpoint, .onnx)")
     return parser
 
 
@@ -198,6 +201,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from training.trust import run_trust
 
             run_trust(args)
+        elif args.command == "export":
+            from training.export import run_export
+
+            run_export(args.checkpoint, args.output)
         elif args.command == "card":
             from training.card import run_card
 

@@ -76,7 +76,8 @@ def evaluate_images(ckpt: LoadedCheckpoint, folder: Path, device: torch.device) 
     for path in files:
         entry: dict[str, Any] = {"file": str(path.relative_to(folder))}
         try:
-            x = prepare_bytes(path.read_bytes(), pre.mean, pre.std, pre.image_size).tensor[None].to(device)
+            prepared = prepare_bytes(path.read_bytes(), pre.mean, pre.std, pre.image_size)
+            x = torch.from_numpy(prepared.model_input[None]).to(device)
         except ImageError as exc:
             results.append(entry | {"error": str(exc)})
             continue
@@ -99,7 +100,7 @@ def attention_figure(ckpt: LoadedCheckpoint, test: Split, device: torch.device, 
     x = match_channels(to_input(test.images[index], device), ckpt.meta.config.in_chans)
     with torch.no_grad():
         _, attn = forward_with_attention(ckpt.model, x)
-    maps = attention_rollout(attn.float(), ckpt.meta.config.num_prefix_tokens).cpu().numpy()
+    maps = attention_rollout(attn.float().cpu(), ckpt.meta.config.num_prefix_tokens)
     captions = [
         f"{int(test.labels[i])}→{int(preds[i])}" if preds[i] != test.labels[i] else str(int(preds[i])) for i in index
     ]

@@ -19,15 +19,17 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from model.checkpoint import CheckpointMeta, Preprocessing, load_checkpoint, save_checkpoint
+from model.checkpoint import load_checkpoint, save_checkpoint
 from model.config import ConfigError
 from model.device import resolve_device
 from model.factory import build_model, count_parameters
+from model.meta import CheckpointMeta, Preprocessing
 from training.config import TrainConfig
 from training.data import MEAN, STD, Split, dataset_checksum, load_split, prepare_root, train_val_split
 from training.distributed import DistInfo, barrier, init_distributed, shutdown
 from training.ema import ModelEma
 from training.engine import EpochStats, accuracy, train_one_epoch
+from training.export import export_next_to
 from training.pictures import TRAIN_KINDS, non_digits, picture_set, typed_digit_pictures
 from training.state import ResumeState, load_state, save_state
 
@@ -275,6 +277,7 @@ def _finish(cfg: TrainConfig, best_path: Path, test: Split, device: torch.device
     if cfg.output is not None:
         cfg.output.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(best_path, cfg.output)
+    export_next_to(cfg.output or best_path)  # the serving artifact, next to the checkpoint
     log.info("test accuracy %.4f on %d images; best checkpoint %s", test_acc, len(test), cfg.output or best_path)
     return training
 

@@ -30,6 +30,7 @@ from model.calibration import SCORES, Calibration, Score, digit_scores
 from model.checkpoint import LoadedCheckpoint, load_checkpoint, save_checkpoint
 from training.data import Split, load_split, prepare_root, train_val_split
 from training.engine import predict
+from training.export import export_next_to
 from training.pictures import (
     HELD_OUT_KINDS,
     TRAIN_KINDS,
@@ -76,10 +77,10 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float(log_t.detach().exp())
 
 
-def reliability(probs: torch.Tensor, labels: torch.Tensor, bins: int = BINS) -> dict[str, Any]:
+def reliability(probs: torch.Tensor | np.ndarray, labels: torch.Tensor, bins: int = BINS) -> dict[str, Any]:
     """Expected calibration error over ``bins`` equal-width bins of the top probability, and the
     per-bin mean confidence, accuracy and count (for the reliability diagram)."""
-    confidence, predicted = probs.max(dim=1)
+    confidence, predicted = torch.as_tensor(probs).max(dim=1)
     correct = (predicted == labels).float()
     edges = torch.linspace(0, 1, bins + 1)
     index = torch.bucketize(confidence, edges[1:-1], right=True)  # bin i holds (edge i, edge i+1]
@@ -97,10 +98,10 @@ def reliability(probs: torch.Tensor, labels: torch.Tensor, bins: int = BINS) -> 
     return {"ece": round(ece, 5), "curve": curve}
 
 
-def auroc(positives: torch.Tensor, negatives: torch.Tensor) -> float:
+def auroc(positives: torch.Tensor | np.ndarray, negatives: torch.Tensor | np.ndarray) -> float:
     """Area under the ROC curve: the chance that a random positive scores above a random negative
     (ties count half), by the Mann-Whitney rank sum."""
-    scores = torch.cat([positives, negatives]).double()
+    scores = torch.cat([torch.as_tensor(positives), torch.as_tensor(negatives)]).double()
     order = scores.argsort()
     ranks = torch.empty_like(scores)
     ranks[order] = torch.arange(1, len(scores) + 1, dtype=torch.double)
@@ -111,9 +112,9 @@ def auroc(positives: torch.Tensor, negatives: torch.Tensor) -> float:
     return float((ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def choose_threshold(digit_scores_: torch.Tensor, rate: float = DIGIT_FLAG_RATE) -> float:
+def choose_threshold(digit_scores_: torch.Tensor | np.ndarray, rate: float = DIGIT_FLAG_RATE) -> float:
     """The score below which ``rate`` of these digits fall."""
-    return float(torch.quantile(digit_scores_.double(), rate))
+    return float(torch.quantile(torch.as_tensor(digit_scores_).double(), rate))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,7 +195,7 @@ def fit(val: Scored, staged_val: Scored, val_nondigits: Scored) -> Calibration:
 
 def flagged(cal: Calibration, s: Scored) -> dict[str, Any]:
     """Share of a set called not-a-digit (refused pictures count as flagged), overall and per kind."""
-    is_digit = cal.is_digit(cal.scores(s.logits)).numpy()
+    is_digit = cal.is_digit(cal.scores(s.logits))
     out: dict[str, Any] = {}
     for kind in sorted(set(s.kinds.tolist()) | set(s.refused)):
         members = s.kinds == kind
@@ -221,9 +222,7 @@ def detection(cal: Calibration, digits: torch.Tensor, nondigits: Scored) -> dict
     """AUROC of the calibration's score, digits against ``nondigits``, overall and per kind."""
     pos = cal.scores(digits)
     neg = cal.scores(nondigits.logits)
-    per_kind = {
-        k: round(auroc(pos, neg[torch.from_numpy(nondigits.kinds == k)]), 5) for k in sorted(set(nondigits.kinds))
-    }
+    per_kind = {k: round(auroc(pos, neg[nondigits.kinds == k]), 5) for k in sorted(set(nondigits.kinds))}
     return {"all": round(auroc(pos, neg), 5), **per_kind}
 
 
@@ -273,7 +272,7 @@ def alternatives(cal: Calibration, val: Scored, scored: dict[str, Scored], test_
         out[score] = {
             "auroc_held_out": round(auroc(alt.scores(test_digits), alt.scores(scored["held_out"].logits)), 5),
             "held_out_flagged": flagged(alt, scored["held_out"])["all"]["flagged"],
-            "test_digits_flagged": round(float((~alt.is_digit(alt.scores(test_digits))).float().mean()), 5),
+            "test_digits_flagged": round(float((~alt.is_digit(alt.scores(test_digits))).mean()), 5),
         }
     return out
 
@@ -295,6 +294,7 @@ def run_trust(args: argparse.Namespace) -> dict[str, Any]:
     (out_dir / "trust.md").write_text(markdown(report))
     if args.write:
         save_checkpoint(args.checkpoint, ckpt.model, dataclasses.replace(ckpt.meta, calibration=cal))
+        export_next_to(args.checkpoint)  # the export carries the calibration too
         log.info("calibration written to %s", args.checkpoint)
     print(markdown(report))
     print(f"report: {out_dir}/report.json, {out_dir}/trust.md, {out_dir}/reliability.png")

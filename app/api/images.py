@@ -58,7 +58,7 @@ class Deadline:
 def _finish(image: Image.Image, served: ServedModel) -> Prepared | ApiError:
     """Decode the pixels of an opened image and normalise them as the model was trained; a bad
     image's error is returned, not raised (see :func:`preprocess`)."""
-    pre = served.checkpoint.meta.preprocess
+    pre = served.meta.preprocess
     try:
         return prepare(load_image(image), pre.mean, pre.std, pre.image_size)
     except ImageError as exc:
@@ -104,7 +104,7 @@ async def infer(batcher: MicroBatcher[R], prepared: Prepared, deadline: Deadline
     Back-pressure becomes 503 + Retry-After, a missed deadline 504.
     """
     try:
-        return await batcher.submit(prepared.tensor, deadline.remaining())
+        return await batcher.submit(prepared.model_input, deadline.remaining())
     except QueueFullError as exc:
         raise queue_full(exc) from exc
     except TimeoutError:
@@ -138,7 +138,7 @@ def rejects(reject: bool | None, settings: Settings) -> bool:
 
 def not_a_digit(result: Prediction, served: ServedModel) -> ApiError:
     """422 ``not_a_digit`` for a picture whose digit score is below the model's threshold."""
-    threshold = served.checkpoint.meta.calibration.threshold
+    threshold = served.meta.calibration.threshold
     return ApiError(
         422,
         "not_a_digit",
@@ -152,7 +152,7 @@ def prediction(
     result: Prediction, served: ServedModel, prepared: Prepared, top_k: int, latency_ms: float
 ) -> PredictionOut:
     probs = result.probabilities
-    labels = served.checkpoint.meta.labels
+    labels = served.meta.labels
     order = sorted(range(len(probs)), key=probs.__getitem__, reverse=True)
     best = order[0]
     return PredictionOut(
@@ -165,7 +165,7 @@ def prediction(
         digit_score=round(result.digit_score, 5),
         inverted=prepared.inverted,
         model_id=served.id,
-        sha256=served.checkpoint.sha256,
+        sha256=served.sha256,
         latency_ms=round(latency_ms, 3),
     )
 

@@ -2,8 +2,8 @@ import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
-import torch
 
 from app.batcher import MicroBatcher, QueueFullError
 from app.metrics import Metrics
@@ -26,12 +26,12 @@ def test_batcher_groups_concurrent_requests_and_keeps_each_answer():
 
     def run(x):
         seen.append(x.shape[0])
-        return [float(v) for v in x.sum(dim=1)]
+        return [float(v) for v in x.sum(axis=1)]
 
     async def main():
         b = _batcher(run)
         b.start()
-        results = await asyncio.gather(*(b.submit(torch.tensor([float(i), 1.0]), 5) for i in range(20)))
+        results = await asyncio.gather(*(b.submit(np.array([float(i), 1.0]), 5) for i in range(20)))
         await b.stop()
         return results
 
@@ -47,17 +47,17 @@ def test_batcher_back_pressure_and_timeouts():
     async def main():
         b = _batcher(slow, max_batch=1, queue_size=2)
         b.start()
-        first = asyncio.ensure_future(b.submit(torch.zeros(1), 5))
+        first = asyncio.ensure_future(b.submit(np.zeros(1), 5))
         await asyncio.sleep(0.05)  # the first is running; two more fill the queue
-        queued = [asyncio.ensure_future(b.submit(torch.zeros(1), 5)) for _ in range(2)]
+        queued = [asyncio.ensure_future(b.submit(np.zeros(1), 5)) for _ in range(2)]
         await asyncio.sleep(0)
         with pytest.raises(QueueFullError):
-            await b.submit(torch.zeros(1), 5)
+            await b.submit(np.zeros(1), 5)
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(asyncio.shield(queued[0]), 0.01)
         assert await first == 0
         with pytest.raises(TimeoutError):
-            await b.submit(torch.zeros(1), 0.05)  # its own deadline passes while it waits
+            await b.submit(np.zeros(1), 0.05)  # its own deadline passes while it waits
         await asyncio.gather(*queued)
         await b.stop()
 
@@ -76,8 +76,8 @@ def test_batcher_model_error_reaches_every_request_of_the_batch_only():
     async def main():
         b = _batcher(flaky, max_wait_s=0.05)
         b.start()
-        first = await asyncio.gather(*(b.submit(torch.zeros(1), 5) for _ in range(3)), return_exceptions=True)
-        second = await b.submit(torch.zeros(1), 5)
+        first = await asyncio.gather(*(b.submit(np.zeros(1), 5) for _ in range(3)), return_exceptions=True)
+        second = await b.submit(np.zeros(1), 5)
         await b.stop()
         return first, second
 

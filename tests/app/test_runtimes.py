@@ -4,8 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from app.inference import WithAttention, build_runner, resolve_runtime
+from app.torch_runtime import build_runner, resolve_runtime
 from model import ViTConfig, build_model
+from model.factory import WithAttention
 
 OURS = ViTConfig(patch_size=4, dim=16, depth=2, heads=2, mlp_ratio=2.0, stem="conv")
 

@@ -122,7 +122,7 @@ def test_server_exits_non_zero_with_the_reason_when_no_model_loads(tmp_path, wor
     empty = tmp_path / "empty"
     empty.mkdir()
     done = _run_server(empty, workers, **env)
-    assert done.returncode != 0 and b"no *.safetensors checkpoint" in done.stderr
+    assert done.returncode != 0 and b"no *.safetensors or *.onnx file" in done.stderr
 
 
 def test_server_empty_api_key_is_a_startup_error(tiny_checkpoint):

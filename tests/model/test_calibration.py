@@ -14,16 +14,16 @@ from tests.conftest import TINY
 def test_calibration_default_leaves_softmax_and_calls_everything_a_digit():
     logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 0.0, 0.0]])
     cal = Calibration()
-    torch.testing.assert_close(cal.probabilities(logits), logits.softmax(-1))
+    torch.testing.assert_close(torch.from_numpy(cal.probabilities(logits)), logits.softmax(-1))
     assert cal.is_digit(cal.scores(logits)).tolist() == [True, True]
 
 
 def test_calibration_temperature_softens_and_threshold_decides():
     logits = torch.tensor([[4.0, 0.0], [0.1, 0.0]])
     cal = Calibration(temperature=2.0, score="energy", threshold=2.0)
-    torch.testing.assert_close(cal.probabilities(logits), (logits / 2).softmax(-1))
+    torch.testing.assert_close(torch.from_numpy(cal.probabilities(logits)), (logits / 2).softmax(-1))
     scores = cal.scores(logits)
-    torch.testing.assert_close(scores, torch.logsumexp(logits, -1))  # energy uses the raw logits
+    torch.testing.assert_close(torch.from_numpy(scores), torch.logsumexp(logits, -1))  # energy uses the raw logits
     assert cal.is_digit(scores).tolist() == [True, False]
 
 

@@ -117,7 +117,7 @@ def test_preprocess_rgb_checkpoint_gets_three_channels():
     canvas = np.zeros((28, 28), np.uint8)
     canvas[5:23, 12:16] = 255
     p = prepare(Image.fromarray(canvas), mean=(0.1,) * 3, std=(0.3,) * 3)
-    assert p.tensor.shape == (3, 28, 28)
+    assert p.model_input.shape == (3, 28, 28)
 
 
 @pytest.mark.parametrize("size", [1, 2, 7, 112, 113])

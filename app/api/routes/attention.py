@@ -48,7 +48,7 @@ async def attention(
     prepared, result = await classify_upload(request, served, served.attention, reject)
     if fmt == "png":
         heat = result.rollout if which == "rollout" else result.cls_attention
-        png = await run_in_threadpool(heatmap_png, prepared.pixels, heat.numpy())
+        png = await run_in_threadpool(heatmap_png, prepared.pixels, heat)
         verdict = {"X-Is-Digit": str(result.is_digit).lower(), "X-Digit-Score": f"{result.digit_score:.5f}"}
         return Response(png, media_type="image/png", headers=verdict)
     base = prediction(result, served, prepared, top_k, 0.0)

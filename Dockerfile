@@ -1,44 +1,34 @@
-# vit-digits serving image. Multi-stage: `deps` builds a virtualenv with torch and the serving
-# dependencies; `runtime` (the default target) holds only that venv, app/, model/ and the shipped
-# checkpoints; `train` adds the training stack for the compose `train` profile.
+# vit-digits images. The default target, `runtime`, serves on CPU without torch: the ONNX export of
+# each checkpoint run by ONNX Runtime, with the serving dependencies installed from
+# requirements/serve.lock (pinned, hashes checked). `gpu` adds torch (CUDA) to serve on an NVIDIA
+# GPU; `train` is the training stack for the compose `train` profile. torch's one version is in
+# requirements/torch.txt.
 #
 #   CPU (default):  docker build -t vit-digits .
-#   GPU (CUDA):     docker build -t vit-digits:cuda --build-arg TORCH_INDEX_URL= --build-arg TORCH_VERSION=2.9.1 .
-#                   (PyPI's Linux torch wheels bundle CUDA; run with --gpus all and VIT_DIGITS_DEVICE=cuda)
+#   GPU (CUDA):     docker build --target gpu -t vit-digits:cuda .   (run with --gpus all)
+#   training:       docker build --target train -t vit-digits-train .
 ARG PYTHON_IMAGE=python:3.11-slim
 
-FROM ${PYTHON_IMAGE} AS deps
-# torch comes from PyTorch's CPU index unless told otherwise, so no CUDA libraries land in the
-# image; an empty TORCH_INDEX_URL means pip's default index (and any PIP_FIND_LINKS).
-ARG TORCH_VERSION=2.13.0
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PATH=/opt/venv/bin:$PATH
+FROM ${PYTHON_IMAGE} AS serve-deps
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python3 -m venv /opt/venv
-RUN if [ -n "$TORCH_INDEX_URL" ]; then \
-        pip install "torch==${TORCH_VERSION}" --index-url "$TORCH_INDEX_URL"; \
-    else \
-        pip install "torch==${TORCH_VERSION}"; \
-    fi
-# Only the dependency list: editing code does not invalidate this layer.
-COPY pyproject.toml /tmp/pyproject.toml
-RUN python3 -c "import tomllib; deps = tomllib.load(open('/tmp/pyproject.toml', 'rb'))['project']['dependencies']; \
-open('/tmp/requirements.txt', 'w').write(chr(10).join(deps))" \
-    && pip install -r /tmp/requirements.txt
+# Only the lock file: editing code does not invalidate this layer. --no-deps: the lock is complete.
+COPY requirements/serve.lock /tmp/serve.lock
+RUN /opt/venv/bin/pip install --require-hashes --no-deps -r /tmp/serve.lock
 
-# What serving never touches: torch's C++ headers, test suites and test binaries (~200 MB).
-FROM deps AS slim
-RUN site=/opt/venv/lib/python3.11/site-packages \
-    && rm -rf "$site"/torch/test "$site"/torch/include "$site"/torch/share \
-        "$site"/torch/lib/libtorchbind_test.so "$site"/torch/lib/libaoti_custom_ops.so \
-    && find "$site"/torch/bin -mindepth 1 ! -name torch_shm_manager -exec rm -rf {} + \
-    && pip uninstall -y -q pip setuptools
+# The serving venv without the installer (pip, setuptools): nothing installs at run time.
+FROM serve-deps AS serve-venv
+RUN /opt/venv/bin/python -m pip uninstall -y -q pip setuptools
 
 FROM ${PYTHON_IMAGE} AS runtime
 RUN useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin vitdigits
-COPY --from=slim /opt/venv /opt/venv
+COPY --from=serve-venv /opt/venv /opt/venv
 WORKDIR /srv
 COPY model/ model/
 COPY app/ app/
+# Bytecode compiled now: the root filesystem is read-only at run time, and compiling at every
+# start would cost the cold start.
+RUN /opt/venv/bin/python -m compileall -q app model
 COPY checkpoints/ /srv/checkpoints/
 RUN chmod -R a+rX /srv/checkpoints
 ENV PATH=/opt/venv/bin:$PATH \
@@ -46,27 +36,38 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     VIT_DIGITS_HOST=0.0.0.0 \
     VIT_DIGITS_PORT=8000 \
-    VIT_DIGITS_WORKERS=2 \
+    VIT_DIGITS_WORKERS=1 \
     VIT_DIGITS_CHECKPOINTS=/srv/checkpoints
 USER vitdigits
 EXPOSE 8000
-HEALTHCHECK --interval=5s --timeout=3s --start-period=60s --retries=3 \
+HEALTHCHECK --interval=5s --timeout=3s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('VIT_DIGITS_PORT', '8000'), timeout=2)"]
 CMD ["python", "-m", "app"]
 
-FROM deps AS train
-# torchvision must match the torch build above (see README: Deploy).
-ARG TORCHVISION_VERSION=0.28.0
+# torch from PyPI (its Linux wheels bundle CUDA) on top of the serving dependencies.
+FROM serve-deps AS gpu-deps
+COPY requirements/torch.txt /tmp/torch.txt
+RUN /opt/venv/bin/pip install "$(grep '^torch==' /tmp/torch.txt)" "safetensors>=0.4" \
+    && /opt/venv/bin/python -m pip uninstall -y -q pip setuptools
+
+# The runtime image with torch: serves the .safetensors checkpoints on the GPU (TorchScript).
+FROM runtime AS gpu
+COPY --from=gpu-deps /opt/venv /opt/venv
+ENV VIT_DIGITS_DEVICE=cuda
+
+FROM ${PYTHON_IMAGE} AS train
+# torch from PyTorch's CPU index unless told otherwise (an empty TORCH_INDEX_URL: pip's default
+# index, whose Linux wheels bundle CUDA).
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-RUN if [ -n "$TORCH_INDEX_URL" ]; then \
-        pip install "torchvision==${TORCHVISION_VERSION}" --index-url "$TORCH_INDEX_URL"; \
-    else \
-        pip install "torchvision==${TORCHVISION_VERSION}"; \
-    fi \
-    && pip install "timm>=1.0" "tqdm>=4.66" "matplotlib>=3.8"
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1
+RUN python3 -m venv /opt/venv
+COPY requirements/torch.txt /tmp/torch.txt
+RUN pip install -r /tmp/torch.txt ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
 WORKDIR /srv
+COPY pyproject.toml README.md ./
 COPY model/ model/
 COPY training/ training/
-ENV PYTHONUNBUFFERED=1
+COPY app/ app/
+RUN pip install -c /tmp/torch.txt ".[train]"
 ENTRYPOINT ["python", "-m", "training"]
 CMD ["ship", "--data-dir", "/data", "--download", "--output", "/srv/checkpoints/vit-digits.safetensors"]

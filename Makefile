@@ -2,17 +2,17 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# The torch build to install. Here (x86_64, Python 3.11) these come from the local wheel cache;
-# elsewhere pip downloads them. A CPU-only machine can use TORCH_SPEC="torch torchvision
-# --index-url https://download.pytorch.org/whl/cpu".
-TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+# The torch build to install: the one version in requirements/torch.txt. Here (x86_64, Python 3.11)
+# it comes from the local wheel cache; elsewhere pip downloads it. A CPU-only machine can add
+# TORCH_SPEC="-r requirements/torch.txt --index-url https://download.pytorch.org/whl/cpu".
+TORCH_SPEC ?= -r requirements/torch.txt
 HOST ?= 0.0.0.0
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: venv serve test lint typecheck unit train evaluate trust card bench docker-smoke clean
+.PHONY: venv serve test lint typecheck unit train evaluate trust card export lock bench docker-smoke clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements/torch.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_SPEC)
@@ -44,6 +44,14 @@ evaluate: venv
 
 trust: venv
 	$(PY) -m training trust --data-dir ../shared/data/mnist
+
+export: venv
+	$(PY) -m training export checkpoints/vit-digits.safetensors
+
+# The serving image's dependencies, pinned with hashes for Linux x86_64 / CPython 3.11 (the image's).
+lock: venv
+	$(VENV)/bin/uv pip compile pyproject.toml --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+		--generate-hashes --no-annotate --quiet --custom-compile-command "make lock" -o requirements/serve.lock
 
 card: venv
 	$(PY) -m training card --data-dir ../shared/data/mnist --notes checkpoints/NOTES.md

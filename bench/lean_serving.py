@@ -1,0 +1,160 @@
+"""What one serving process costs: time from process start to /readyz 200, and its memory (RSS)
+after warm-up, serving the ONNX export (no torch) against serving the PyTorch checkpoint, side by
+side in one run.
+
+    python bench/lean_serving.py                       # both, on this machine (needs torch for "torch")
+    python bench/lean_serving.py --modes export        # e.g. inside the runtime image (no torch there)
+
+Standard library and Pillow only, so that it runs inside the runtime image too. Each mode starts a
+fresh ``python -m app`` (one worker) ``--runs`` times; the start time is the median, RSS is read
+from /proc after ``--requests`` predictions and attention maps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def digit_png() -> bytes:
+    """A hand-drawn-looking 7: dark ink on white paper."""
+    image = Image.new("L", (120, 160), 255)
+    ImageDraw.Draw(image).line([(20, 25), (100, 25), (50, 140)], fill=0, width=14)
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def get(url: str, timeout: float = 2.0) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def post(url: str, body: bytes) -> dict[str, object]:
+    request = urllib.request.Request(url, data=body, headers={"content-type": "image/png"})
+    with urllib.request.urlopen(request, timeout=30) as r:
+        return json.loads(r.read()) if r.headers.get("content-type", "").startswith("application/json") else {}
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def measure(checkpoints: Path, requests: int, env: dict[str, str]) -> dict[str, object]:
+    """One start of ``python -m app``: seconds to ready, RSS after warm-up, torch loaded or not."""
+    port = free_port()
+    settings = {
+        "VIT_DIGITS_CHECKPOINTS": str(checkpoints),
+        "VIT_DIGITS_PORT": str(port),
+        "VIT_DIGITS_HOST": "127.0.0.1",
+        "VIT_DIGITS_WORKERS": "1",
+        "VIT_DIGITS_LOG_LEVEL": "warning",
+        **env,
+    }
+    base = f"http://127.0.0.1:{port}"
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=dict(os.environ, **settings))
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the server exited with status {proc.returncode}")
+            try:
+                if get(base + "/readyz", timeout=1) == 200:
+                    break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            if time.perf_counter() - started > 120:
+                raise RuntimeError("not ready after 120 s")
+            time.sleep(0.01)
+        ready_s = time.perf_counter() - started
+        png = digit_png()
+        for i in range(requests):
+            post(base + ("/v1/attention" if i % 4 == 0 else "/v1/predict"), png)
+        with urllib.request.urlopen(base + "/v1/models", timeout=5) as r:
+            model = json.loads(r.read())["models"][0]
+        maps = Path(f"/proc/{proc.pid}/maps").read_text()
+        return {
+            "ready_s": ready_s,
+            "rss_mb": rss_mb(proc.pid),
+            "torch_loaded": "libtorch" in maps,
+            "served_from": model["served_from"],
+            "runtime": model["runtime"],
+        }
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoints", type=Path, default=ROOT / "checkpoints")
+    p.add_argument("--model", default="vit-digits", help="the model id (file stem) to serve")
+    p.add_argument("--modes", nargs="+", choices=["export", "torch"], default=["export", "torch"])
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--requests", type=int, default=200)
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folders = {}
+        for mode, suffixes in (("export", (".onnx", ".safetensors")), ("torch", (".safetensors",))):
+            folder = Path(tmp) / mode
+            folder.mkdir()
+            for suffix in suffixes:
+                source = args.checkpoints / f"{args.model}{suffix}"
+                if source.exists():
+                    shutil.copyfile(source, folder / source.name)
+            folders[mode] = folder
+        results: dict[str, list[dict[str, object]]] = {m: [] for m in args.modes}
+        for _ in range(args.runs):  # interleaved, so that drift in the machine's speed hits both alike
+            for mode in args.modes:
+                results[mode].append(measure(folders[mode], args.requests, {"VIT_DIGITS_DEVICE": "cpu"}))
+    print(f"{'mode':<8} {'served from':<24} {'runtime':<12} {'start->ready s (median, min-max)':<34} "
+          f"{'RSS MB (median)':<16} torch loaded")  # fmt: skip
+    for mode, runs in results.items():
+        ready = [float(r["ready_s"]) for r in runs]  # type: ignore[arg-type]
+        rss = [float(r["rss_mb"]) for r in runs]  # type: ignore[arg-type]
+        print(
+            f"{mode:<8} {runs[0]['served_from']!s:<24} {runs[0]['runtime']!s:<12} "
+            f"{statistics.median(ready):.2f} ({min(ready):.2f}-{max(ready):.2f}){'':<19} "
+            f"{statistics.median(rss):<16.0f} {any(r['torch_loaded'] for r in runs)}"
+        )
+    if len(results) == 2:
+        e, t = results["export"], results["torch"]
+        ratio_ready = statistics.median([float(r["ready_s"]) for r in t]) / statistics.median(  # type: ignore[arg-type]
+            [float(r["ready_s"]) for r in e]  # type: ignore[arg-type]
+        )
+        ratio_rss = statistics.median([float(r["rss_mb"]) for r in t]) / statistics.median(  # type: ignore[arg-type]
+            [float(r["rss_mb"]) for r in e]  # type: ignore[arg-type]
+        )
+        print(f"export vs torch: {ratio_ready:.1f}x faster to ready, {ratio_rss:.1f}x less memory")
+
+
+if __name__ == "__main__":
+    main()

@@ -28,6 +28,7 @@ K8S = ROOT / "deploy" / "k8s"
 VARIANTS = {"base": K8S / "base", "cpu": K8S / "overlays" / "cpu", "gpu": K8S / "overlays" / "gpu"}
 # The oldest Kubernetes the manifests are checked against (README, "Deploy on Kubernetes"), and the newest
 # whose schemas kubernetes-validate bundles
+CHECKPOINTS_SHELL = K8S / "tools" / "checkpoints-shell.yaml"  # applied by hand (README), not by kustomize
 KUBERNETES_VERSIONS = ("1.25", latest_version())
 MIN_KUSTOMIZE = 4  # `patches` and folders in `resources`; kubectl >= 1.24 embeds it and prints its version
 # Settings that bound a request still in flight when the server gets SIGTERM
@@ -157,19 +158,24 @@ def test_probes_point_at_health_routes_on_the_container_port(objects: tuple[Mani
     assert str(port["containerPort"]) == _settings(objects)["VIT_DIGITS_PORT"]
 
 
-def test_pods_run_non_root_on_a_read_only_root(objects: tuple[Manifest, ...]) -> None:
-    pod = _pod(objects)["spec"]
+def _assert_restricted(pod: Manifest) -> None:
+    """The image's non-root user, a read-only root, no privilege, no capability, the runtime's seccomp."""
     uid = re.search(r"useradd --uid (\d+)", (ROOT / "Dockerfile").read_text())
     assert uid is not None
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] == int(uid.group(1)), "the image's user"
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert pod["automountServiceAccountToken"] is False
-    for container in pod["initContainers"] + pod["containers"]:
+    for container in pod.get("initContainers", []) + pod["containers"]:
         context = container["securityContext"]
         assert context["readOnlyRootFilesystem"] is True, container["name"]
         assert context["allowPrivilegeEscalation"] is False, container["name"]
         assert context["capabilities"]["drop"] == ["ALL"], container["name"]
+
+
+def test_pods_run_non_root_on_a_read_only_root(objects: tuple[Manifest, ...]) -> None:
+    pod = _pod(objects)["spec"]
+    _assert_restricted(pod)
     volumes = {v["name"]: v for v in pod["volumes"]}
     (tmp,) = (m for m in _api(objects)["volumeMounts"] if m["mountPath"] == "/tmp")
     assert "emptyDir" in volumes[tmp["name"]]
@@ -257,3 +263,17 @@ def test_overlays_pick_the_device_and_image(objects: tuple[Manifest, ...], varia
         assert (device, gpus, api["image"]) == ("cuda", 1, "vit-digits:cuda")
     else:
         assert (device, gpus, api["image"]) == ("cpu", None, "vit-digits:latest")
+
+
+def test_checkpoints_shell_pod_mounts_the_claim_writable(offline: None) -> None:
+    pod = yaml.safe_load(CHECKPOINTS_SHELL.read_text())
+    for version in KUBERNETES_VERSIONS:
+        kubernetes_validate.validate(pod, version, strict=True)
+    _assert_restricted(pod["spec"])
+    claim = yaml.safe_load((VARIANTS["base"] / "checkpoints-pvc.yaml").read_text())["metadata"]["name"]
+    service = yaml.safe_load((VARIANTS["base"] / "service.yaml").read_text())
+    (volume,) = pod["spec"]["volumes"]
+    (mount,) = pod["spec"]["containers"][0]["volumeMounts"]
+    assert volume["persistentVolumeClaim"]["claimName"] == claim
+    assert mount["name"] == volume["name"] and not mount.get("readOnly", False)
+    assert not _selects(service["spec"]["selector"], pod["metadata"]["labels"]), "no requests may come to it"

@@ -248,6 +248,24 @@ def test_checkpoints_come_from_the_volume_seeded_by_the_image(objects: tuple[Man
     assert mounts[path]["name"] in {m["name"] for m in seed["volumeMounts"]}
 
 
+def test_seeding_copies_shipped_checkpoints_without_overwriting(objects: tuple[Manifest, ...], tmp_path: Path) -> None:
+    (seed,) = _pod(objects)["spec"]["initContainers"]
+    assert seed["command"][:2] == ["sh", "-c"]
+    (mount,) = seed["volumeMounts"]
+    shipped, volume = tmp_path / "image", tmp_path / "volume"
+    shipped.mkdir(), volume.mkdir()
+    (shipped / "vit-digits.safetensors").write_bytes(b"shipped")
+    (shipped / "other.safetensors").write_bytes(b"shipped too")
+    (volume / "other.safetensors").write_bytes(b"put there by the user")
+    # the script, run here with the image's checkpoint folder and the volume's mount moved to tmp_path
+    script = seed["command"][2].replace("/srv/checkpoints", str(shipped)).replace(mount["mountPath"], str(volume))
+    for _ in range(2):  # a second pod start finds everything in place
+        subprocess.run(["sh", "-c", script], check=True, capture_output=True)
+    assert sorted(p.name for p in volume.iterdir()) == ["other.safetensors", "vit-digits.safetensors"], "no leftovers"
+    assert (volume / "vit-digits.safetensors").read_bytes() == b"shipped"
+    assert (volume / "other.safetensors").read_bytes() == b"put there by the user"
+
+
 def test_every_container_has_requests_and_a_memory_limit(objects: tuple[Manifest, ...]) -> None:
     pod = _pod(objects)["spec"]
     for container in pod["initContainers"] + pod["containers"]:

@@ -26,12 +26,13 @@ from app.settings import Settings
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 VARIANTS = {"base": K8S / "base", "cpu": K8S / "overlays" / "cpu", "gpu": K8S / "overlays" / "gpu"}
+CHECKPOINTS_SHELL = K8S / "tools" / "checkpoints-shell.yaml"  # applied by hand (README), not by kustomize
 # The oldest Kubernetes the manifests are checked against (README, "Deploy on Kubernetes"), and the newest
 # whose schemas kubernetes-validate bundles
-CHECKPOINTS_SHELL = K8S / "tools" / "checkpoints-shell.yaml"  # applied by hand (README), not by kustomize
 KUBERNETES_VERSIONS = ("1.25", latest_version())
 MIN_KUSTOMIZE = 4  # `patches` and folders in `resources`; kubectl >= 1.24 embeds it and prints its version
-# Settings that bound a request still in flight when the server gets SIGTERM
+# Settings that bound how long a request in flight at SIGTERM may still take (from its body's arrival:
+# an upload still trickling in is bounded by none of them today)
 SHUTDOWN_BOUND_SETTINGS = ("request_timeout_s",)
 
 Manifest = dict[str, Any]

@@ -68,7 +68,7 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
-def measure(checkpoints: Path, requests: int, env: dict[str, str]) -> dict[str, object]:
+def measure(checkpoints: Path, requests: int, env: dict[str, str], app_dir: Path) -> dict[str, object]:
     """One start of ``python -m app``: seconds to ready, RSS after warm-up, torch loaded or not."""
     port = free_port()
     settings = {
@@ -81,7 +81,7 @@ def measure(checkpoints: Path, requests: int, env: dict[str, str]) -> dict[str, 
     }
     base = f"http://127.0.0.1:{port}"
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=dict(os.environ, **settings))
+    proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=app_dir, env=dict(os.environ, **settings))
     try:
         while True:
             if proc.poll() is not None:
@@ -117,9 +117,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoints", type=Path, default=ROOT / "checkpoints")
     p.add_argument("--model", default="vit-digits", help="the model id (file stem) to serve")
+    p.add_argument("--app-dir", type=Path, default=ROOT, help="where the app/ package is (/srv in the image)")
     p.add_argument("--modes", nargs="+", choices=["export", "torch"], default=["export", "torch"])
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--requests", type=int, default=200)
+    p.add_argument("--json", type=Path, help="also write the medians per mode to this JSON file")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folders = {}
@@ -134,7 +136,7 @@ def main() -> None:
         results: dict[str, list[dict[str, object]]] = {m: [] for m in args.modes}
         for _ in range(args.runs):  # interleaved, so that drift in the machine's speed hits both alike
             for mode in args.modes:
-                results[mode].append(measure(folders[mode], args.requests, {"VIT_DIGITS_DEVICE": "cpu"}))
+                results[mode].append(measure(folders[mode], args.requests, {"VIT_DIGITS_DEVICE": "cpu"}, args.app_dir))
     print(f"{'mode':<8} {'served from':<24} {'runtime':<12} {'start->ready s (median, min-max)':<34} "
           f"{'RSS MB (median)':<16} torch loaded")  # fmt: skip
     for mode, runs in results.items():
@@ -145,6 +147,16 @@ def main() -> None:
             f"{statistics.median(ready):.2f} ({min(ready):.2f}-{max(ready):.2f}){'':<19} "
             f"{statistics.median(rss):<16.0f} {any(r['torch_loaded'] for r in runs)}"
         )
+    if args.json:
+        summary = {
+            mode: {
+                "ready_s": statistics.median(float(r["ready_s"]) for r in runs),  # type: ignore[arg-type]
+                "rss_mb": statistics.median(float(r["rss_mb"]) for r in runs),  # type: ignore[arg-type]
+                "torch_loaded": any(bool(r["torch_loaded"]) for r in runs),
+            }
+            for mode, runs in results.items()
+        }
+        args.json.write_text(json.dumps(summary))
     if len(results) == 2:
         e, t = results["export"], results["torch"]
         ratio_ready = statistics.median([float(r["ready_s"]) for r in t]) / statistics.median(  # type: ignore[arg-type]

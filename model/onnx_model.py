@@ -69,8 +69,13 @@ class OnnxModel:
 def cpu_session(model: str | bytes, threads: int = 0) -> Any:
     """An ONNX Runtime session on the CPU for a model file (path) or serialized model (bytes):
     ``threads`` intra-op threads (0: one per core), one inter-op thread, errors-only logging."""
+    # ONNX Runtime's telemetry is on by default and, on Linux, writes a device id under $HOME and
+    # uploads events; a model server sends nothing anywhere. The variable must be set before ORT's
+    # environment is created (its first session); ORT_TELEMETRY_DISABLED=0 in the environment opts in.
+    os.environ.setdefault("ORT_TELEMETRY_DISABLED", "1")
     import onnxruntime as ort
 
+    ort.disable_telemetry_events()
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Docker smoke test, run by CI: build the image, `docker-compose up`, wait until healthy, classify
+# Docker smoke test, run by CI: build the image; check what it adds to its base (at most 200 MB), that it
+# holds no torch, and one serving process's cold start and memory inside it; `docker-compose up`, wait until healthy, classify
 # real MNIST digits over HTTP, check /metrics, kill the server process and watch the restart policy
 # bring it back healthy, then `docker-compose down -v`. Cleans up whatever happens.
 #
@@ -9,7 +10,6 @@ cd "$(dirname "$0")/../.."
 ROOT=$PWD
 PY=${PY:-$ROOT/.venv/bin/python}
 export COMPOSE_PROJECT_NAME=vitdigits-smoke
-export TORCH_INDEX_URL=${TORCH_INDEX_URL-}   # empty: pip's default index + the local wheel (see Dockerfile)
 export VIT_DIGITS_PUBLISH_PORT=${VIT_DIGITS_PUBLISH_PORT:-18000}
 BASE=http://127.0.0.1:$VIT_DIGITS_PUBLISH_PORT
 log() { echo "smoke: $*" >&2; }
@@ -33,6 +33,32 @@ log "building the image"
 start=$(date +%s)
 "${COMPOSE[@]}" build api
 log "built in $(( $(date +%s) - start )) s; image size $(docker image inspect vit-digits:latest --format '{{.Size}}' | awk '{printf "%.0f MB", $1/1e6}')"
+base_size=$(docker image inspect python:3.11-slim --format '{{.Size}}')
+size=$(docker image inspect vit-digits:latest --format '{{.Size}}')
+added=$(( (size - base_size) / 1000000 ))
+log "the image adds $added MB to python:3.11-slim ($(( size / 1000000 )) MB in all; at most 200)"
+(( added <= 200 )) || { log "FAILED: the image adds more than 200 MB"; exit 1; }
+docker run --rm vit-digits:latest python -c "import importlib.util as u; assert not u.find_spec('torch')" \
+  || { log "FAILED: torch is in the runtime image"; exit 1; }
+
+log "cold start and memory of one serving process inside the image (bench/lean_serving.py)"
+out=$(mktemp -d)
+chmod 777 "$out"
+docker run --rm --read-only --tmpfs /tmp -v "$ROOT/bench:/bench:ro" -v "$out:/out" vit-digits:latest \
+  python /bench/lean_serving.py --modes export --runs 3 --requests 100 --app-dir /srv \
+  --checkpoints /srv/checkpoints --json /out/lean.json >&2
+"$PY" - "$out/lean.json" "${COLD_START_LIMIT_S:-1.5}" <<'PYEOF'
+import json, sys
+m = json.load(open(sys.argv[1]))["export"]
+limit = float(sys.argv[2])
+print(f"smoke: start to /readyz {m['ready_s']:.2f} s (median of 3; at most {limit}), RSS {m['rss_mb']:.0f} MB (at most 150)",
+      file=sys.stderr)
+assert not m["torch_loaded"], "FAILED: torch was loaded"
+assert m["rss_mb"] <= 150, "FAILED: a serving process uses more than 150 MB"
+assert m["ready_s"] <= limit, "FAILED: the cold start took too long"
+PYEOF
+rm -rf "$out"
+
 "${COMPOSE[@]}" up -d api
 container=$("${COMPOSE[@]}" ps -q api)
 

@@ -9,7 +9,7 @@ module, nor torch. Here the checkpoint is loaded with torch and run by one of th
 - ``torchscript`` (``auto`` on CUDA): a frozen TorchScript trace. Eager PyTorch re-enters Python
   (and so takes the GIL) for every module of the forward pass, about 150 times per batch; while
   the event loop is busy each of those waits for the GIL's switch interval. The trace and ONNX
-  Runtime run the whole graph in C++ with the GIL released (docs/PERFORMANCE.md has the figures).
+  Runtime run the whole graph in C++ with the GIL released (README "Performance" has the figures).
 - ``eager``: the PyTorch module itself.
 
 Whatever is compiled is checked against the eager model on two batch sizes when it loads; if it

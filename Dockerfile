@@ -42,7 +42,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     VIT_DIGITS_HOST=0.0.0.0 \
     VIT_DIGITS_PORT=8000 \
     VIT_DIGITS_WORKERS=1 \
-    VIT_DIGITS_CHECKPOINTS=/srv/checkpoints
+    VIT_DIGITS_CHECKPOINTS=/srv/checkpoints \
+    ORT_DISABLE_TELEMETRY=1
 USER vitdigits
 EXPOSE 8000
 HEALTHCHECK --interval=5s --timeout=3s --start-period=30s --retries=3 \

@@ -49,9 +49,12 @@ export: venv
 	$(PY) -m training export checkpoints/vit-digits.safetensors
 
 # The serving image's dependencies, pinned with hashes for Linux x86_64 / CPython 3.11 (the image's).
+# requirements/gpu.lock: the same plus the torch extra, for Dockerfile.gpu.
+LOCK := $(VENV)/bin/uv pip compile pyproject.toml --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+	--generate-hashes --no-annotate --quiet --custom-compile-command "make lock"
 lock: venv
-	$(VENV)/bin/uv pip compile pyproject.toml --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
-		--generate-hashes --no-annotate --quiet --custom-compile-command "make lock" -o requirements/serve.lock
+	$(LOCK) -o requirements/serve.lock
+	$(LOCK) --extra torch -c requirements/torch.txt -o requirements/gpu.lock
 
 card: venv
 	$(PY) -m training card --data-dir ../shared/data/mnist --notes checkpoints/NOTES.md

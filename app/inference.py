@@ -54,15 +54,6 @@ class AttentionResult(Prediction):
     layers: Array  # (layers, heads, g, g): each layer's and head's class-token attention
 
 
-def match_channels(x: Array, in_chans: int) -> Array:
-    """A grayscale batch (B, 1, H, W) as (B, in_chans, H, W): the digit replicated to RGB if 3."""
-    if x.shape[1] == in_chans:
-        return x
-    if x.shape[1] == 1:
-        return np.repeat(x, in_chans, axis=1)
-    raise ValueError(f"cannot turn {x.shape[1]}-channel input into {in_chans} channels")
-
-
 def _answers(logits: Array, meta: CheckpointMeta) -> tuple[list[list[float]], list[float], list[bool]]:
     """Per row: calibrated probabilities, digit score, verdict (as Python lists, for the responses)."""
     calibration = meta.calibration
@@ -71,11 +62,11 @@ def _answers(logits: Array, meta: CheckpointMeta) -> tuple[list[list[float]], li
 
 
 def predict_fn(runners: Runners, meta: CheckpointMeta) -> Callable[[Array], list[Prediction]]:
-    """The batched prediction function for one model."""
-    in_chans = meta.config.in_chans
+    """The batched prediction function for one model; ``x`` (B, C, S, S) as :func:`model.preprocess.prepare`
+    makes it for the model's preprocessing (C = the model's input channels)."""
 
     def run(x: Array) -> list[Prediction]:
-        logits = runners.logits(match_channels(x, in_chans))
+        logits = runners.logits(x)
         return [Prediction(*answer) for answer in zip(*_answers(logits, meta), strict=True)]
 
     return run
@@ -87,7 +78,7 @@ def attention_fn(runners: Runners, meta: CheckpointMeta) -> Callable[[Array], li
     prefix = config.num_prefix_tokens
 
     def run(x: Array) -> list[AttentionResult]:
-        logits, attn = runners.logits_and_attention(match_channels(x, config.in_chans))
+        logits, attn = runners.logits_and_attention(x)
         probs, scores, verdicts = _answers(logits, meta)
         rollout = attention_rollout(attn, prefix)
         layers = np.stack([cls_attention(attn, layer, prefix) for layer in range(attn.shape[1])], axis=1)

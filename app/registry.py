@@ -108,19 +108,34 @@ class ModelFiles:
     export: Path | None
 
 
+MODEL_SUFFIXES = (".safetensors", ".onnx")
+
+
 def model_files(paths: list[Path]) -> list[ModelFiles]:
     """The models named directly (a ``.safetensors`` or ``.onnx`` file, with its sibling of the other
-    kind if there is one) or found in the named folders, by id (the file stem)."""
+    kind if there is one) or found in the named folders, by id (the file stem).
+
+    Raises:
+        ModelLoadError: a named path that does not exist or is not a model file, or one id found
+            in two folders (which would make one model of two unrelated files).
+        NoModelsError: nothing to serve.
+    """
     found: dict[str, dict[str, Path]] = {}
     for path in paths:
-        files = sorted([*path.glob("*.safetensors"), *path.glob("*.onnx")]) if path.is_dir() else [path]
+        if path.is_dir():
+            files = sorted(f for suffix in MODEL_SUFFIXES for f in path.glob(f"*{suffix}"))
+        elif path.is_file() and path.suffix in MODEL_SUFFIXES:
+            files = [path, *(s for s in (path.with_suffix(x) for x in MODEL_SUFFIXES) if s != path and s.is_file())]
+        else:
+            why = "is not a .safetensors or .onnx file" if path.exists() else "does not exist"
+            raise ModelLoadError(f"model {path.stem!r} cannot be served: {path.name} {why}", f"{path} {why}")
         for file in files:
             entry = found.setdefault(file.stem, {})
+            other = next(iter(entry.values()), None)
+            if other is not None and other.parent.resolve() != file.parent.resolve():
+                message = f"model id {file.stem!r} is found in two folders; rename one of them"
+                raise ModelLoadError(message, f"{message}: {other} and {file}")
             entry[file.suffix] = file
-            for suffix in (".safetensors", ".onnx"):  # a file named directly brings its sibling
-                sibling = file.with_suffix(suffix)
-                if suffix not in entry and sibling.is_file():
-                    entry[suffix] = sibling
     if not found:
         raise NoModelsError(
             "no model to serve: VIT_DIGITS_CHECKPOINTS names no *.safetensors or *.onnx file",
@@ -151,7 +166,8 @@ def load_models(settings: Settings) -> list[LoadedModel]:
     loaded = []
     for files in model_files(settings.checkpoints):
         path = files.export or files.checkpoint
-        assert path is not None
+        if path is None:  # model_files never makes one; a clear error rather than an assert
+            raise ModelLoadError(f"model {files.id!r} has no file", f"model {files.id!r} has no file")
         try:
             loaded.append(_load_model(files, settings, device))
         except Exception as exc:
@@ -205,15 +221,22 @@ def _load_model(files: ModelFiles, settings: Settings, device: str) -> LoadedMod
                 f"{files.export}: an ONNX export serves on CPU only, with runtime auto or onnxruntime"
             )
         if importlib.util.find_spec("torch") is None:
+            if files.export is not None:  # the export is there: it is the runtime asked for that needs torch
+                raise CheckpointError(
+                    f"runtime {settings.runtime} needs torch, which is not installed; runtime auto or "
+                    f"onnxruntime serves {files.export.name}"
+                )
             raise CheckpointError(
                 f"{files.checkpoint} has no ONNX export next to it, and torch is not installed to run it: "
-                f"python -m training export {files.checkpoint} (or pip install 'vit-digits[torch]')"
+                f"python -m training export {files.checkpoint} where torch is (in the compose setup: "
+                f"docker compose --profile train run --rm train export /srv/checkpoints/{files.checkpoint.name})"
             )
         meta, runners, dtype, sha256, parameters = _torch_model(files.checkpoint, settings, device)
         served_from = files.checkpoint.name
     predict, attention = predict_fn(runners, meta), attention_fn(runners, meta)
     pre = meta.preprocess
-    example = np.random.default_rng(0).standard_normal((1, 1, pre.image_size, pre.image_size), dtype=np.float32)
+    shape = (1, len(pre.mean), pre.image_size, pre.image_size)  # what preprocessing makes for this model
+    example = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
     for batch in sorted({1, max(settings.max_batch_size // 4, 1), settings.max_batch_size}):
         predict(np.repeat(example, batch, axis=0))  # warm-up: allocations, kernel choices
     attention(example)

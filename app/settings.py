@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from model.preprocess import DEFAULT_MAX_FULL_DECODE_PIXELS, DEFAULT_MAX_PIXELS
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -18,7 +20,8 @@ class Settings(BaseSettings):
 
     checkpoints: Annotated[list[Path], NoDecode] = Field(
         default_factory=lambda: [ROOT / "checkpoints"],
-        description="checkpoint files and/or folders of *.safetensors to serve (comma-separated)",
+        description="model files and/or folders of them to serve (comma-separated): *.safetensors checkpoints "
+        "and their *.onnx exports (same stem: one model)",
     )
     default_model: str | None = Field(None, description="id (file stem) of the default model; first if unset")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
@@ -44,10 +47,9 @@ class Settings(BaseSettings):
         10.0, gt=0, description="per-request deadline for decoding, preprocessing and inference (504 after)"
     )
     max_upload_bytes: int = Field(5_000_000, ge=1, description="request body cap, enforced as it streams in")
-    max_image_pixels: int = Field(25_000_000, ge=1, description="image size cap (width x height)")
-    # model.preprocess's default too; not imported from there, which would load torch into the supervisor
+    max_image_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="image size cap (width x height)")
     max_full_decode_pixels: int = Field(
-        10_000_000,
+        DEFAULT_MAX_FULL_DECODE_PIXELS,
         ge=1,
         description="image size cap for the formats decoded at full size (all but JPEG)",
     )

@@ -22,7 +22,7 @@ app = FastAPI()
 
 
 def _classify(data: bytes) -> dict[str, object]:
-    x = prepare_bytes(data).tensor[None]
+    x = torch.from_numpy(prepare_bytes(data).model_input[None])
     with torch.inference_mode():
         probs = ckpt.model(x).softmax(-1)[0]
     return {"digit": int(probs.argmax()), "probabilities": probs.tolist()}

@@ -38,13 +38,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import torch
+import numpy as np
+import onnxruntime
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.torch_runtime import build_runner, resolve_runtime  # noqa: E402
-from model.checkpoint import load_checkpoint  # noqa: E402
+from model.onnx_model import load_onnx, onnx_path_for  # noqa: E402
 from model.preprocess import prepare_bytes  # noqa: E402
 
 LUA = """
@@ -127,16 +127,13 @@ def multipart_body(png: bytes, count: int) -> tuple[bytes, str]:
 
 class Ceiling:
     """Images/s of the model alone on preprocessed batches (no HTTP, no decoding), run the way the
-    service runs it (``runtime=auto``) but with every core in this one process."""
+    service runs it on CPU (its ONNX export, with ONNX Runtime) but with every core in this one process."""
 
     def __init__(self, checkpoint: Path, png: bytes, batch: int):
-        ckpt = load_checkpoint(checkpoint)
-        self.x = torch.stack([prepare_bytes(png).tensor] * batch)
-        self.runner, self.runtime = build_runner(
-            ckpt.model, self.x, resolve_runtime("auto", torch.device("cpu")), threads=0
-        )
+        self.x = np.stack([prepare_bytes(png).model_input] * batch)
+        self.runner = load_onnx(onnx_path_for(checkpoint), threads=0).logits
+        self.runtime = "onnxruntime"
 
-    @torch.inference_mode()
     def measure(self, seconds: float) -> float:
         self.runner(self.x)
         n, start = 0, time.perf_counter()
@@ -216,7 +213,7 @@ def main() -> None:
     ceiling_ips = statistics.median(ceiling_runs)
 
     print(
-        f"checkpoint {args.checkpoint.name}, torch {torch.__version__}, {os.cpu_count()} CPUs, "
+        f"checkpoint {args.checkpoint.name}, onnxruntime {onnxruntime.__version__}, {os.cpu_count()} CPUs, "
         f"median of {args.repeat} runs of {args.duration} s each"
     )
     print(f"service settings: {' '.join(args.env) or 'defaults'}")

@@ -43,7 +43,9 @@ def digit_scores(logits: ArrayLike, score: Score, temperature: float = 1.0) -> N
     x = np.asarray(logits, dtype=np.float32)
     if score == "energy":
         top = x.max(axis=-1)
-        return top + np.log(np.exp(x - top[..., None]).sum(axis=-1))
+        shift = np.where(np.isfinite(top), top, 0)  # an infinite logit: the score is that infinity, not NaN
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return np.where(np.isfinite(top), shift + np.log(np.exp(x - shift[..., None]).sum(axis=-1)), top)
     if score == "max_logit":
         return x.max(axis=-1)
     return softmax(x / np.float32(temperature)).max(axis=-1)

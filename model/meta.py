@@ -51,6 +51,15 @@ class CheckpointMeta:
     training: dict[str, Any] = field(default_factory=dict)
     calibration: Calibration = field(default_factory=Calibration)
 
+    def __post_init__(self) -> None:
+        pre, chans = self.preprocess, self.config.in_chans
+        if len(pre.mean) == len(pre.std) == 1 and chans > 1:  # one grey channel, replicated (RGB models)
+            object.__setattr__(self, "preprocess", Preprocessing(pre.image_size, pre.mean * chans, pre.std * chans))
+        elif not len(pre.mean) == len(pre.std) == chans:
+            raise CheckpointError(
+                f"preprocessing normalises {len(pre.mean)} channels ({len(pre.std)} std); the model takes {chans}"
+            )
+
     def to_json(self) -> dict[str, Any]:
         return {
             "model": self.config.to_dict(),
@@ -123,4 +132,7 @@ def meta_from_payload(path: Path, payload: dict[str, Any]) -> CheckpointMeta:
         raise CheckpointError(f"{path}: invalid model metadata: {exc}") from exc
     if len(labels) != config.num_classes:
         raise CheckpointError(f"{path}: {len(labels)} labels for {config.num_classes} classes")
-    return CheckpointMeta(config, preprocess, labels, dict(payload.get("training", {})), calibration)
+    try:
+        return CheckpointMeta(config, preprocess, labels, dict(payload.get("training", {})), calibration)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from exc

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,10 +70,11 @@ class OnnxModel:
 def cpu_session(model: str | bytes, threads: int = 0) -> Any:
     """An ONNX Runtime session on the CPU for a model file (path) or serialized model (bytes):
     ``threads`` intra-op threads (0: one per core), one inter-op thread, errors-only logging."""
-    # ONNX Runtime's telemetry is on by default and, on Linux, writes a device id under $HOME and
-    # uploads events; a model server sends nothing anywhere. The variable must be set before ORT's
-    # environment is created (its first session); ORT_TELEMETRY_DISABLED=0 in the environment opts in.
-    os.environ.setdefault("ORT_TELEMETRY_DISABLED", "1")
+    # ONNX Runtime's telemetry is on by default and, on Linux, writes a device id and a database under
+    # $HOME/.cache and uploads events; a model server sends nothing anywhere. The variable is read
+    # when onnxruntime is first imported (tests/model/test_onnx_export.py checks it works);
+    # ORT_DISABLE_TELEMETRY=0 in the environment opts back in.
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     import onnxruntime as ort
 
     ort.disable_telemetry_events()
@@ -110,10 +112,13 @@ def load_onnx(path: str | Path, threads: int = 0) -> OnnxModel:
     outputs = [o.name for o in session.get_outputs()]
     if outputs != list(OUTPUTS) or [i.name for i in session.get_inputs()] != ["input"]:
         raise CheckpointError(f"{path}: graph has outputs {outputs}; a vit-digits export has {list(OUTPUTS)}")
+    digest = str(payload.get("checkpoint_sha256", ""))
+    if not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise CheckpointError(f"{path}: export metadata has no valid checkpoint_sha256")
     model = OnnxModel(
         session=session,
         meta=meta,
-        checkpoint_sha256=str(payload.get("checkpoint_sha256", "")),
+        checkpoint_sha256=digest,
         parameters=int(payload.get("parameters", 0)),
         sha256=file_sha256(path),
         path=path,

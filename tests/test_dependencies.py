@@ -10,11 +10,12 @@ from tests.conftest import ROOT
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 LOCK = (ROOT / "requirements" / "serve.lock").read_text()
+GPU_LOCK = (ROOT / "requirements" / "gpu.lock").read_text()
 
 
-def _locked() -> dict[str, tuple[str, list[str]]]:
-    """name -> (version, hashes) from the lock (entries span continuation lines)."""
-    entries = re.split(r"\n(?=[A-Za-z0-9])", LOCK.split("\n", 1)[1] if LOCK.startswith("#") else LOCK)
+def _locked(lock: str = LOCK) -> dict[str, tuple[str, list[str]]]:
+    """name -> (version, hashes) from a lock file (entries span continuation lines)."""
+    entries = re.split(r"\n(?=[A-Za-z0-9])", lock)
     locked = {}
     for entry in entries:
         match = re.match(r"([A-Za-z0-9_.\-]+)==([^\s\\]+)", entry)
@@ -54,3 +55,15 @@ def test_torch_has_one_version_everywhere():
     for name in ("Dockerfile.gpu", "Dockerfile.train"):
         assert "requirements/torch.txt" in (ROOT / name).read_text()
     assert "torch" not in (ROOT / "requirements" / "serve.lock").read_text()
+
+
+def test_gpu_lock_is_the_serving_lock_plus_torch_at_its_one_version():
+    serve, gpu = _locked(), _locked(GPU_LOCK)
+    for name, (version, _) in serve.items():
+        assert gpu.get(name, (None,))[0] == version, f"{name}: serve.lock {version}, gpu.lock {gpu.get(name)}"
+    torch_pin = next(
+        line for line in (ROOT / "requirements" / "torch.txt").read_text().splitlines() if "torch==" in line
+    )
+    assert gpu["torch"][0] == torch_pin.split("==")[1]
+    assert all(hashes for _, hashes in gpu.values())
+    assert "gpu.lock" in (ROOT / "Dockerfile.gpu").read_text()

@@ -54,7 +54,9 @@ def make_client(tiny_checkpoint: Path) -> Iterator[Callable[..., TestClient]]:
     clients: list[TestClient] = []
 
     def make(**overrides: object) -> TestClient:
-        settings = Settings(**{"checkpoints": [tiny_checkpoint], **overrides})  # type: ignore[arg-type]
+        # CPU unless a test says otherwise: on a host with a GPU, auto would serve the checkpoint with torch
+        defaults = {"checkpoints": [tiny_checkpoint], "device": "cpu"}
+        settings = Settings(**{**defaults, **overrides})  # type: ignore[arg-type]
         client = TestClient(create_app(settings), raise_server_exceptions=False)
         client.__enter__()
         clients.append(client)
@@ -94,6 +96,7 @@ def serve_process(checkpoint: Path, **env: str) -> Iterator[tuple[str, subproces
         "VIT_DIGITS_PORT": str(port),
         "VIT_DIGITS_HOST": "127.0.0.1",
         "VIT_DIGITS_WORKERS": "1",  # one process: /metrics then counts every request
+        "VIT_DIGITS_DEVICE": "cpu",
         "PYTHONPATH": str(ROOT),
         **env,
     }

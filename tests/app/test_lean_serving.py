@@ -11,7 +11,6 @@ import torch
 
 from model import load_checkpoint
 from model.factory import forward_with_attention
-from model.onnx_export import export_onnx
 from model.preprocess import prepare_bytes
 from model.rollout import attention_rollout, cls_attention
 from tests.app.conftest import png_bytes, serve_process
@@ -26,7 +25,7 @@ from fastapi.testclient import TestClient
 from app.main import create_app
 from app.settings import Settings
 
-settings = Settings(checkpoints=[sys.argv[1]], device="auto")
+settings = Settings(checkpoints=[sys.argv[1]], device="cpu")
 with TestClient(create_app(settings)) as client:
     while client.get("/readyz").status_code != 200:
         time.sleep(0.05)
@@ -67,7 +66,7 @@ def test_serving_the_onnx_export_never_imports_torch(tmp_path, digit_png):
 def test_a_real_server_on_the_export_has_no_torch_library_mapped(digit_png):
     import httpx
 
-    with serve_process(SHIPPED) as (base, proc):
+    with serve_process(SHIPPED) as (base, proc):  # device cpu
         assert httpx.post(base + "/v1/predict", content=digit_png, headers=PNG).status_code == 200
         maps = Path(f"/proc/{proc.pid}/maps").read_text()
     assert "onnxruntime" in maps
@@ -129,15 +128,42 @@ def test_asking_for_a_torch_runtime_serves_the_checkpoint(make_client, runtime):
     assert (m["served_from"], m["runtime"]) == ("tiny.safetensors", runtime)
 
 
-def test_shipped_export_is_current(tmp_path):
-    """The committed export is the export of the committed checkpoint (re-run `python -m training
-    export checkpoints/vit-digits.safetensors` after changing it)."""
+def test_shipped_export_is_the_shipped_checkpoint(mnist_root):
+    """The committed export comes from the committed checkpoint and answers as it does on real digits
+    (after changing the checkpoint: python -m training export checkpoints/vit-digits.safetensors)."""
     from model.onnx_model import load_onnx
+    from training.data import load_split
 
-    shipped = load_onnx(SHIPPED.with_suffix(".onnx"))
-    assert shipped.checkpoint_sha256 == load_checkpoint(SHIPPED).sha256
-    fresh = export_onnx(load_checkpoint(SHIPPED), tmp_path / "fresh.onnx")
-    assert max(fresh.logits_diff, fresh.attention_diff) <= 1e-4
+    shipped, ckpt = load_onnx(SHIPPED.with_suffix(".onnx")), load_checkpoint(SHIPPED)
+    assert shipped.checkpoint_sha256 == ckpt.sha256 and shipped.meta == ckpt.meta
+    pre = ckpt.meta.preprocess
+    images = load_split(mnist_root, train=False).images[:64].numpy().astype(np.float32) / 255
+    x = ((images[:, None] - pre.mean[0]) / pre.std[0]).astype(np.float32)
+    with torch.no_grad():
+        logits, attn = forward_with_attention(ckpt.model, torch.from_numpy(x))
+    got_logits, got_attn = shipped.logits_and_attention(x)
+    np.testing.assert_allclose(got_logits, logits.numpy(), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(got_attn, attn.numpy(), atol=1e-4, rtol=0)
+
+
+def test_model_discovery_names_what_is_wrong(make_client, tiny_checkpoint, tmp_path):
+    from app.registry import ModelLoadError, model_files
+
+    with pytest.raises(ModelLoadError, match=r"model 'nope' cannot be served: nope.safetensors does not exist"):
+        model_files([tmp_path / "nope.safetensors"])
+    (tmp_path / "notes.txt").write_text("hi")
+    with pytest.raises(ModelLoadError, match=r"notes.txt is not a .safetensors or .onnx file"):
+        model_files([tmp_path / "notes.txt"])
+    # a typo in a named file does not quietly serve its sibling
+    with pytest.raises(ModelLoadError, match=r"tiny\.safetensor does not exist"):
+        model_files([tiny_checkpoint.with_suffix(".safetensor")])
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "tiny.onnx").write_bytes(tiny_checkpoint.with_suffix(".onnx").read_bytes())
+    with pytest.raises(ModelLoadError, match="model id 'tiny' is found in two folders"):
+        model_files([tiny_checkpoint.parent, other])
+    (files,) = model_files([tiny_checkpoint])  # a named file brings its export along
+    assert (files.checkpoint, files.export) == (tiny_checkpoint, tiny_checkpoint.with_suffix(".onnx"))
 
 
 def _failed_readiness(client) -> str:

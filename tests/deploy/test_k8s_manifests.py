@@ -255,14 +255,22 @@ def test_seeding_copies_shipped_checkpoints_without_overwriting(objects: tuple[M
     (mount,) = seed["volumeMounts"]
     shipped, volume = tmp_path / "image", tmp_path / "volume"
     shipped.mkdir(), volume.mkdir()
-    (shipped / "vit-digits.safetensors").write_bytes(b"shipped")
-    (shipped / "other.safetensors").write_bytes(b"shipped too")
+    for name, data in {"vit-digits": b"shipped", "other": b"shipped too", "old": b"same"}.items():
+        (shipped / f"{name}.safetensors").write_bytes(data)
+        (shipped / f"{name}.onnx").write_bytes(data + b" (export)")
     (volume / "other.safetensors").write_bytes(b"put there by the user")
+    (volume / "old.safetensors").write_bytes(b"same")  # a volume seeded before exports existed
     # the script, run here with the image's checkpoint folder and the volume's mount moved to tmp_path
     script = seed["command"][2].replace("/srv/checkpoints", str(shipped)).replace(mount["mountPath"], str(volume))
     for _ in range(2):  # a second pod start finds everything in place
         subprocess.run(["sh", "-c", script], check=True, capture_output=True)
-    assert sorted(p.name for p in volume.iterdir()) == ["other.safetensors", "vit-digits.safetensors"], "no leftovers"
+    assert sorted(p.name for p in volume.iterdir()) == [
+        "old.onnx",  # the unchanged shipped model gets its export
+        "old.safetensors",
+        "other.safetensors",  # the user's model gets no export of another model
+        "vit-digits.onnx",
+        "vit-digits.safetensors",
+    ], "no leftovers"
     assert (volume / "vit-digits.safetensors").read_bytes() == b"shipped"
     assert (volume / "other.safetensors").read_bytes() == b"put there by the user"
 

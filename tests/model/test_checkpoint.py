@@ -85,3 +85,12 @@ def test_checkpoint_newer_format_version_is_refused(tmp_path, tiny_checkpoint):
 def test_checkpoint_label_count_must_match(tmp_path):
     with pytest.raises(CheckpointError, match="labels"):
         save_checkpoint(tmp_path / "x.safetensors", build_model(CFG), CheckpointMeta(CFG, labels=("a", "b")))
+
+
+def test_checkpoint_meta_replicates_grey_normalisation_for_rgb_models_and_refuses_a_mismatch():
+    rgb = CFG.replace(in_chans=3)
+    assert CheckpointMeta(rgb).preprocess.mean == (0.1307,) * 3
+    from model.meta import Preprocessing
+
+    with pytest.raises(CheckpointError, match="normalises 2 channels"):
+        CheckpointMeta(rgb, preprocess=Preprocessing(28, (0.1, 0.2), (0.3, 0.3)))

@@ -106,11 +106,31 @@ def test_newer_format_and_bad_metadata_are_refused(tiny_checkpoint, tmp_path):
         load_onnx(tmp_path / "newer.onnx")
     props["format_version"].value = "1"
     meta = json.loads(props["meta"].value)
+    props["meta"].value = json.dumps(meta | {"checkpoint_sha256": ""})
+    onnx.save(proto, tmp_path / "nodigest.onnx")
+    with pytest.raises(CheckpointError, match="no valid checkpoint_sha256"):
+        load_onnx(tmp_path / "nodigest.onnx")
     meta["model"]["heads"] = 3  # 16 is not divisible by 3
     props["meta"].value = json.dumps(meta)
     onnx.save(proto, tmp_path / "badmeta.onnx")
     with pytest.raises(CheckpointError, match="invalid model metadata"):
         load_onnx(tmp_path / "badmeta.onnx")
+
+
+def test_onnx_runtime_sends_and_stores_no_telemetry(tiny_checkpoint, tmp_path):
+    """ORT's telemetry (on by default) writes a device id under $HOME/.cache; loading an export must not."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    code = "import sys; from model.onnx_model import load_onnx; load_onnx(sys.argv[1])"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORT_")} | {"HOME": str(tmp_path)}
+    subprocess.run(
+        [sys.executable, "-c", code, str(tiny_checkpoint.with_suffix(".onnx"))], cwd=ROOT, env=env, check=True
+    )
+    assert not list(tmp_path.rglob("*")), "ONNX Runtime wrote under $HOME"
 
 
 def test_missing_file_is_named(tmp_path):

@@ -3,15 +3,18 @@ a hung or dead worker is replaced, /metrics adds up over the workers, SIGTERM is
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -24,7 +27,7 @@ pytestmark = pytest.mark.slow  # each test starts a server of two workers
 
 @contextmanager
 def server(
-    checkpoint: Path, port: int, workers: int = 2, stderr: int | None = subprocess.DEVNULL, **env: str
+    checkpoint: Path, port: int, workers: int = 2, stderr: Any = subprocess.DEVNULL, **env: str
 ) -> Iterator[subprocess.Popen[bytes]]:
     """``python -m app`` on loopback; killed with every worker it left, whatever the test did."""
     settings = {
@@ -209,3 +212,62 @@ def test_workers_an_address_in_use_is_a_clear_error(tiny_checkpoint):
         with server(tiny_checkpoint, taken.getsockname()[1], stderr=subprocess.PIPE) as proc:
             assert proc.wait(timeout=60) != 0
             assert b"in use" in proc.stderr.read()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_with_a_slow_upload_exits_within_the_grace_and_finishes_requests_in_flight(
+    tiny_checkpoint, digit_png, tmp_path, workers
+):
+    grace = 2
+    port = free_port()
+    log = (tmp_path / "server.log").open("wb")
+    with server(tiny_checkpoint, port, workers, stderr=log, VIT_DIGITS_SHUTDOWN_GRACE_S=str(grace)) as proc:
+        wait_ready(lambda path: httpx.get(f"http://127.0.0.1:{port}{path}", timeout=2))
+        wait_for(lambda: workers == 1 or len(children(proc.pid)) == workers)
+        trickling = socket.create_connection(("127.0.0.1", port), timeout=30)
+        trickling.sendall(
+            b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 100000\r\n\r\n"
+        )
+        stop_trickling = threading.Event()
+
+        def trickle() -> None:  # one byte every 0.2 s, for as long as the server takes them
+            while not stop_trickling.wait(0.2):
+                try:
+                    trickling.sendall(b"x")
+                except OSError:
+                    return
+
+        threading.Thread(target=trickle, daemon=True).start()
+        half = len(digit_png) // 2
+        in_flight = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(8)]
+        for s in in_flight:  # a normal request, its body half sent when SIGTERM comes
+            s.sendall(
+                f"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: {len(digit_png)}"
+                f"\r\n\r\n".encode()
+                + digit_png[:half]
+            )
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        time.sleep(0.3)
+        answers = []
+        for s in in_flight:
+            s.sendall(digit_png[half:])
+            answers.append(read_until_closed(s))
+            s.close()
+        proc.wait(timeout=grace + 10)
+        took = time.monotonic() - signalled
+        stop_trickling.set()
+        trickling.close()
+    assert all(a.startswith(b"HTTP/1.1 200 ") and b'"digit"' in a for a in answers), answers
+    assert proc.returncode in (0, -signal.SIGTERM)  # one uvicorn process re-raises SIGTERM once it is done
+    assert grace - 0.5 < took < grace + 3, f"exited {took:.1f} s after SIGTERM (grace {grace} s)"
+    assert (tmp_path / "server.log").read_bytes().count(b"app shut down") == workers
+
+
+def read_until_closed(s: socket.socket) -> bytes:
+    received = b""
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := s.recv(65536):
+            received += chunk
+    return received

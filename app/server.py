@@ -79,7 +79,7 @@ def serve_workers(settings: Settings) -> int:
     try:
         WorkersApplication(settings).run()
     except SystemExit as exc:  # the arbiter exits through sys.exit, 3 if a worker failed to boot
-        return exc.code if isinstance(exc.code, int) else 1
+        return 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
     finally:
         if not given:
             shutil.rmtree(directory, ignore_errors=True)
@@ -120,6 +120,7 @@ class WorkersApplication(BaseApplication):  # type: ignore[misc]
             "graceful_timeout": s.shutdown_grace_s + ARBITER_MARGIN_S,
             "keepalive": s.keep_alive_s,
             "loglevel": s.log_level,
+            "logconfig_dict": gunicorn_log_config(s.log_level),
             "child_exit": _worker_exited,
             "proc_name": "vit-digits",
             "control_socket_disable": True,  # gunicorn 27's runtime control socket: not used here
@@ -143,6 +144,22 @@ class ServiceWorker(UvicornWorker):  # type: ignore[misc]
         if os.getppid() != self.ppid:
             self.log.warning("the arbiter is gone; shutting down (worker %s)", self.pid)
             os.kill(os.getpid(), signal.SIGTERM)  # uvicorn's graceful shutdown
+
+
+def gunicorn_log_config(level: str) -> dict[str, Any]:
+    """gunicorn's own messages as the service's JSON lines on stderr (``app.logs``), like the rest."""
+    handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "app.logs.JsonFormatter"}},
+        "handlers": {"console": handler, "error_console": handler},  # the names gunicorn's defaults use
+        "root": {"level": level.upper(), "handlers": ["error_console"]},
+        "loggers": {
+            "gunicorn.error": {"level": level.upper(), "handlers": [], "propagate": True},
+            "gunicorn.access": {"level": "WARNING", "handlers": [], "propagate": True},
+        },
+    }
 
 
 def worker_class(settings: Settings) -> type[ServiceWorker]:

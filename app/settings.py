@@ -75,8 +75,8 @@ class Settings(BaseSettings):
     worker_timeout_s: int = Field(
         30,
         ge=2,
-        description="with several workers: one that shows no sign of life for this long (hung, stopped) is killed "
-        "and replaced (gunicorn's --timeout)",
+        description="with several workers: one serving that shows no sign of life for this long (hung, stopped) is "
+        "killed and replaced (gunicorn's --timeout; it starts counting once the worker's models are loaded)",
     )
     shutdown_grace_s: int = Field(
         5,

@@ -175,9 +175,11 @@ def test_workers_metrics_add_up_whichever_worker_answers(tiny_checkpoint, digit_
 def test_workers_a_hung_worker_is_replaced_and_a_dead_one_restarted(tiny_checkpoint, digit_png):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    with server(tiny_checkpoint, port, VIT_DIGITS_WORKER_TIMEOUT_S="3") as proc:
+    with server(tiny_checkpoint, port, VIT_DIGITS_WORKER_TIMEOUT_S="3") as proc, ExitStack() as stack:
         wait_ready(lambda path: httpx.get(base + path, timeout=2))
         wait_for(lambda: len(children(proc.pid)) == 2)
+        # both serving: gunicorn times a worker from its first heartbeat, once its models are loaded
+        one_connection_per_worker(port, children(proc.pid), stack)
         hung, other = children(proc.pid)
         os.kill(hung, signal.SIGSTOP)
         stopped = time.monotonic()

@@ -289,7 +289,7 @@ def main() -> None:
     batch_ips = batch["rps"] * args.batch_images
     print(
         f"service /v1/predict/batch ({args.batch_images} images/request, 4 connections): {batch_ips:.0f} images/s, "
-        f"p99 {batch['p99']:.1f} ms"
+        f"p99 {batch['p99']:.1f} ms; connections per process {' '.join('/'.join(map(str, x)) for x in batch['shares'])}"
     )
     print(
         f"in-process ceiling (model alone, {top.runtime}, all cores, batches of {args.batch_images}): "

@@ -172,19 +172,23 @@ def test_workers_metrics_add_up_whichever_worker_answers(tiny_checkpoint, digit_
         assert b'vit_digits_queue_depth{kind="predict",model="tiny"} 0.0' in metrics
 
 
-def test_workers_a_hung_worker_is_replaced_and_a_dead_one_restarted(tiny_checkpoint, digit_png):
+def test_workers_a_hung_worker_is_replaced_and_a_dead_one_restarted(tiny_checkpoint, digit_png, tmp_path):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    with server(tiny_checkpoint, port, VIT_DIGITS_WORKER_TIMEOUT_S="3") as proc, ExitStack() as stack:
+    env = {"VIT_DIGITS_WORKER_TIMEOUT_S": "3", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    with server(tiny_checkpoint, port, **env) as proc, ExitStack() as stack:
         wait_ready(lambda path: httpx.get(base + path, timeout=2))
         wait_for(lambda: len(children(proc.pid)) == 2)
         # both serving: gunicorn times a worker from its first heartbeat, once its models are loaded
         one_connection_per_worker(port, children(proc.pid), stack)
         hung, other = children(proc.pid)
+        gauges = tmp_path / f"gauge_livesum_{hung}.db"  # its queue depth, in prometheus_client's files
+        assert gauges.exists()
         os.kill(hung, signal.SIGSTOP)
         stopped = time.monotonic()
         wait_for(lambda: not _alive(hung), timeout=20)
         assert time.monotonic() - stopped < 3 + 4, "not replaced within the worker timeout and the arbiter's check"
+        wait_for(lambda: not gauges.exists(), timeout=5)  # marked dead: a gone worker's queue is not counted
         wait_for(lambda: len(children(proc.pid)) == 2)
         replacement = next(pid for pid in children(proc.pid) if pid != other)
 

@@ -76,12 +76,15 @@ def serve_workers(settings: Settings) -> int:
     directory = Path(given) if given else Path(tempfile.mkdtemp(prefix="vit-digits-metrics-"))
     _empty_metrics_dir(directory)
     os.environ[MULTIPROC_ENV] = str(directory)
+    arbiter = os.getpid()
     try:
         WorkersApplication(settings).run()
     except SystemExit as exc:  # the arbiter exits through sys.exit, 3 if a worker failed to boot
         return 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
     finally:
-        if not given:
+        # a forked worker leaves through here too (gunicorn ends it with sys.exit): only the arbiter
+        # may remove the directory, which the other workers still write to
+        if not given and os.getpid() == arbiter:
             shutil.rmtree(directory, ignore_errors=True)
     return 0
 

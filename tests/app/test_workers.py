@@ -125,18 +125,26 @@ class Connection:
         return None
 
 
-def one_connection_per_worker(port: int, pids: list[int], stack: ExitStack) -> dict[int, Connection]:
-    """Keep-alive connections opened until each worker holds one (which worker accepts is up to them)."""
+def one_connection_per_worker(
+    port: int, pids: list[int], stack: ExitStack, timeout: float = 60
+) -> dict[int, Connection]:
+    """Keep-alive connections opened until each worker holds one (which worker accepts is up to them;
+    one still loading its models accepts none)."""
     held: dict[int, Connection] = {}
-    for _ in range(200):
-        connection = stack.enter_context(_closing(Connection(port)))
+    deadline = time.monotonic() + timeout
+    while len(held) < len(pids):
+        assert time.monotonic() < deadline, f"connections reached only {sorted(held)} of {pids}"
+        connection = Connection(port)
         assert connection.request("GET", "/healthz")[0] == 200
         pid = connection.worker(pids)
-        if pid is not None and pid not in held:
-            held[pid] = connection
-        if len(held) == len(pids):
-            return held
-    raise AssertionError(f"connections reached only {sorted(held)} of {pids}")
+        if pid is None or pid in held:
+            connection.sock.close()
+            for kept in held.values():  # within the keep-alive timeout, while a worker is loading
+                assert kept.request("GET", "/healthz")[0] == 200
+            time.sleep(0.05)
+            continue
+        held[pid] = stack.enter_context(_closing(connection))
+    return held
 
 
 @contextmanager
@@ -152,13 +160,22 @@ def requests_total(metrics: bytes, route: str) -> float:
     return sum(float(line[len(prefix) :]) for line in metrics.splitlines() if line.startswith(prefix))
 
 
-def test_workers_metrics_add_up_whichever_worker_answers(tiny_checkpoint, digit_png, tmp_path):
-    stale = tmp_path / "counter_999999.db"  # a previous server's counts: must not be added to this one's
-    stale.write_bytes(b"\0" * 16)
+def scrape_until(connection: Connection, route: str, count: float, timeout: float = 5) -> bytes:
+    """/metrics through ``connection`` once its request total for ``route`` reaches ``count`` (a
+    request is counted just after its response is sent, so the last one may still be on its way)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status, metrics = connection.request("GET", "/metrics")
+        assert status == 200
+        if requests_total(metrics, route) >= count or time.monotonic() > deadline:
+            return metrics
+        time.sleep(0.05)
+
+
+def test_workers_metrics_add_up_whichever_worker_answers_and_outlive_a_worker(tiny_checkpoint, digit_png):
     port = free_port()
-    with server(tiny_checkpoint, port, PROMETHEUS_MULTIPROC_DIR=str(tmp_path)) as proc, ExitStack() as stack:
+    with server(tiny_checkpoint, port) as proc, ExitStack() as stack:
         wait_ready(lambda path: httpx.get(f"http://127.0.0.1:{port}{path}", timeout=2))
-        assert not stale.exists()
         wait_for(lambda: len(children(proc.pid)) == 2)
         by_worker = one_connection_per_worker(port, children(proc.pid), stack)
         sent = 0
@@ -167,17 +184,27 @@ def test_workers_metrics_add_up_whichever_worker_answers(tiny_checkpoint, digit_
                 assert connection.request("POST", "/v1/predict", digit_png)[0] == 200
             sent += count
         for connection in by_worker.values():
-            status, metrics = connection.request("GET", "/metrics")
-            assert status == 200 and requests_total(metrics, "/v1/predict") == sent
+            metrics = scrape_until(connection, "/v1/predict", sent)
+            assert requests_total(metrics, "/v1/predict") == sent
         assert b'vit_digits_queue_depth{kind="predict",model="tiny"} 0.0' in metrics
+
+        leaving = next(iter(by_worker))  # a graceful exit (SIGTERM): gunicorn starts another
+        os.kill(leaving, signal.SIGTERM)
+        wait_for(lambda: len(children(proc.pid)) == 2 and leaving not in children(proc.pid))
+        for connection in one_connection_per_worker(port, children(proc.pid), stack).values():
+            metrics = scrape_until(connection, "/v1/predict", sent)
+            assert requests_total(metrics, "/v1/predict") == sent  # its counts stay
 
 
 def test_workers_a_hung_worker_is_replaced_and_a_dead_one_restarted(tiny_checkpoint, digit_png, tmp_path):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
+    stale = tmp_path / "counter_999999.db"  # a previous server's counts: must not be added to this one's
+    stale.write_bytes(b"\0" * 16)
     env = {"VIT_DIGITS_WORKER_TIMEOUT_S": "3", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
     with server(tiny_checkpoint, port, **env) as proc, ExitStack() as stack:
         wait_ready(lambda path: httpx.get(base + path, timeout=2))
+        assert not stale.exists()
         wait_for(lambda: len(children(proc.pid)) == 2)
         # both serving: gunicorn times a worker from its first heartbeat, once its models are loaded
         one_connection_per_worker(port, children(proc.pid), stack)

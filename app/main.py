@@ -63,6 +63,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await state.registry.stop()
     executor.shutdown(wait=False, cancel_futures=True)
     state.decoder.shutdown(wait=False, cancel_futures=True)
+    log.info("app shut down")
 
 
 def _load_failed(app: FastAPI, exc: Exception) -> None:

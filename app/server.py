@@ -1,127 +1,176 @@
-"""How uvicorn serves the app, in one worker or several: limits on request headers and on idle time.
+"""How the service's processes are run: one uvicorn server in this process, or several under gunicorn.
 
-uvicorn bounds neither the size of a request's header nor the time a client may take to send it
-(its httptools parser buffers a header line of any length; its keep-alive timeout starts only
-after a first response). A client could hold memory with an endless header line (20 connections
-sending 25 MB each grew a worker by 250 MB) or hold connections with headers it never finishes.
-:class:`LimitedHttpToolsProtocol` is uvicorn's own httptools protocol with those two limits added;
-it is given to uvicorn through its ``http`` setting, which takes a protocol class, so both the
-one-worker server and the workers of :mod:`app.workers` use it.
+Both are configured only through public settings: uvicorn's ``Config`` options, gunicorn's
+settings and server hooks (its "custom application" API), and the ``CONFIG_KWARGS`` of
+``uvicorn_worker.UvicornWorker``, the documented way to configure uvicorn inside gunicorn.
+
+- One process (``workers=1``, what a container runs; the orchestrator scales replicas):
+  ``uvicorn.Server`` serves the app here. SIGTERM stops taking connections, gives the requests in
+  flight ``shutdown_grace_s`` to finish, cancels what is left and runs the app's shutdown.
+- Several processes on one host: gunicorn's arbiter forks ``workers`` uvicorn workers sharing one
+  listening socket. It restarts a worker that dies; one that stops answering for
+  ``worker_timeout_s`` (hung, or stopped with SIGSTOP) is killed and replaced; one whose models
+  fail to load stops the whole server (exit status 3). Each worker reports to Prometheus through
+  prometheus_client's multiprocess files (:mod:`app.metrics`), so that ``/metrics`` adds up.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
-import uuid
+import os
+import shutil
+import signal
+import tempfile
+from pathlib import Path
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+import uvicorn
+from fastapi import FastAPI
+from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
+from gunicorn.workers.base import Worker
+from uvicorn_worker import UvicornWorker
 
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
-
-class LimitedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, plus: a request header (request line and fields) over
-    ``max_header_bytes`` gets 431 and the connection closes; a header not complete within
-    ``header_timeout_s`` of the connection opening or of the previous response gets 408 (or, if
-    nothing of it came, a plain close) and the connection closes.
-
-    The limits are class attributes, set by :func:`protocol_class` from the settings.
-    """
-
-    max_header_bytes = 64 * 1024
-    header_timeout_s = 10.0
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._header_bytes = 0
-        self._reading_header = False
-        self._in_flight = 0  # requests whose header is in and whose response is not yet complete
-        self._header_timer: asyncio.TimerHandle | None = None
-        self._arm_header_timer()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm_header_timer()
-        super().connection_lost(exc)
-
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)  # the parser holds at most one read (256 kB) beyond the limit
-        if self._reading_header and not self.transport.is_closing():
-            self._header_bytes += len(data)
-            if self._header_bytes > self.max_header_bytes:
-                message = f"the request header exceeds the limit of {self.max_header_bytes} bytes"
-                self._refuse(431, "header_too_large", message)
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._reading_header, self._header_bytes = True, 0
-
-    def on_headers_complete(self) -> None:
-        self._reading_header, self._header_bytes = False, 0
-        self._in_flight += 1
-        self._disarm_header_timer()
-        super().on_headers_complete()
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        self._in_flight -= 1
-        if self._in_flight == 0 and not self.transport.is_closing():
-            self._arm_header_timer()  # idle until the next request: it too must come in time
-
-    def _arm_header_timer(self) -> None:
-        self._disarm_header_timer()
-        self._header_timer = self.loop.call_later(self.header_timeout_s, self._header_timed_out)
-
-    def _disarm_header_timer(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
-
-    def _header_timed_out(self) -> None:
-        self._header_timer = None
-        if self.transport.is_closing():
-            return
-        if self._reading_header:
-            self._refuse(408, "header_timeout", f"the request header did not arrive within {self.header_timeout_s} s")
-        else:
-            self.transport.close()  # an idle connection: nothing to answer
-
-    def _refuse(self, status: int, code: str, message: str) -> None:
-        """Answer with the service's JSON error shape and close the connection."""
-        request_id = uuid.uuid4().hex
-        log.info("connection refused", extra={"status": status, "code": code, "client": self.client})
-        body = json.dumps({"error": {"code": code, "message": message, "request_id": request_id}}).encode()
-        reason = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}[status]
-        head = [
-            b"HTTP/1.1 %d %s" % (status, reason),
-            b"content-type: application/json",
-            b"content-length: %d" % len(body),
-            b"x-request-id: " + request_id.encode(),
-            b"connection: close",
-        ]
-        self.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
-        self.transport.close()
-        self._reading_header = False
-
-
-def protocol_class(settings: Settings) -> type[LimitedHttpToolsProtocol]:
-    """:class:`LimitedHttpToolsProtocol` with the limits of ``settings``."""
-    return type(
-        "LimitedHttpToolsProtocol",
-        (LimitedHttpToolsProtocol,),
-        {"max_header_bytes": settings.max_header_bytes, "header_timeout_s": settings.header_timeout_s},
-    )
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus_client when it is first imported
+HEARTBEATS_PER_TIMEOUT = 4  # a worker tells the arbiter it is alive this often per worker_timeout_s
+ARBITER_MARGIN_S = 2  # the arbiter waits this much longer than the workers' own grace before SIGKILL
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
-    """What every uvicorn server of this service is configured with (one worker or several)."""
-    return {
-        "http": protocol_class(settings),
+    """The uvicorn ``Config`` options of every server of this service (one process or several)."""
+    options: dict[str, Any] = {
+        "http": settings.http,
         "timeout_keep_alive": settings.keep_alive_s,
+        "timeout_graceful_shutdown": settings.shutdown_grace_s,
+        "limit_concurrency": settings.max_connections,
         "log_config": None,
         "access_log": False,
     }
+    if settings.http == "h11":
+        options["h11_max_incomplete_event_size"] = settings.max_header_bytes
+    return options
+
+
+def serve_one(app: FastAPI, settings: Settings) -> None:
+    """Serve ``app`` with one uvicorn server in this process until SIGTERM or SIGINT."""
+    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, **uvicorn_options(settings)))
+
+    def exit_server() -> None:
+        server.should_exit = True
+
+    app.state.exit_server = exit_server  # lets the app stop the server when its models fail to load
+    server.run()
+
+
+def serve_workers(settings: Settings) -> int:
+    """Serve with ``settings.workers`` uvicorn workers under gunicorn's arbiter; its exit status.
+
+    Prometheus's multiprocess directory is made fresh for this server before any worker starts
+    (or, if ``PROMETHEUS_MULTIPROC_DIR`` names one, emptied), and a temporary one is removed after.
+    """
+    given = os.environ.get(MULTIPROC_ENV)
+    directory = Path(given) if given else Path(tempfile.mkdtemp(prefix="vit-digits-metrics-"))
+    _empty_metrics_dir(directory)
+    os.environ[MULTIPROC_ENV] = str(directory)
+    arbiter = os.getpid()
+    try:
+        WorkersApplication(settings).run()
+    except SystemExit as exc:  # the arbiter exits through sys.exit, 3 if a worker failed to boot
+        return 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
+    finally:
+        # a forked worker leaves through here too (gunicorn ends it with sys.exit): only the arbiter
+        # may remove the directory, which the other workers still write to
+        if not given and os.getpid() == arbiter:
+            shutil.rmtree(directory, ignore_errors=True)
+    return 0
+
+
+def _empty_metrics_dir(directory: Path) -> None:
+    """Remove a previous server's metric files: their counts would be added to this one's."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink()
+
+
+def _worker_exited(arbiter: Arbiter, worker: Worker) -> None:
+    """gunicorn's ``child_exit`` hook: drop the gauges of a worker that is gone (its counts stay)."""
+    from prometheus_client import multiprocess  # imported after PROMETHEUS_MULTIPROC_DIR is set
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+class WorkersApplication(BaseApplication):  # type: ignore[misc]
+    """gunicorn configured from the service's settings; each worker builds the app after the fork."""
+
+    def __init__(self, settings: Settings):
+        # a worker's models are loaded and warmed up before it takes connections; one whose models
+        # fail to load then exits with uvicorn's startup-failure status, and gunicorn stops
+        self.settings = settings.model_copy(update={"load_before_listen": True})
+        super().__init__()
+
+    def load_config(self) -> None:
+        s = self.settings
+        host = f"[{s.host}]" if ":" in s.host else s.host
+        for name, value in {
+            "bind": [f"{host}:{s.port}"],
+            "workers": s.workers,
+            "worker_class": worker_class(s),
+            "timeout": s.worker_timeout_s,
+            "graceful_timeout": s.shutdown_grace_s + ARBITER_MARGIN_S,
+            "keepalive": s.keep_alive_s,
+            "loglevel": s.log_level,
+            "logconfig_dict": gunicorn_log_config(s.log_level),
+            "child_exit": _worker_exited,
+            "proc_name": "vit-digits",
+            "control_socket_disable": True,  # gunicorn 27's runtime control socket: not used here
+        }.items():
+            self.cfg.set(name, value)
+
+    def load(self) -> FastAPI:
+        from app.logs import configure_logging
+        from app.main import create_app  # after the fork: each worker has its own models and threads
+
+        configure_logging(self.settings.log_level)
+        return create_app(self.settings)
+
+
+class ServiceWorker(UvicornWorker):  # type: ignore[misc]
+    """uvicorn's gunicorn worker that also stops when its arbiter is gone, as gunicorn's own workers
+    do, rather than serve on as an orphan after the arbiter was killed (even by SIGKILL)."""
+
+    def notify(self) -> None:
+        super().notify()
+        if os.getppid() != self.ppid:
+            self.log.warning("the arbiter is gone; shutting down (worker %s)", self.pid)
+            os.kill(os.getpid(), signal.SIGTERM)  # uvicorn's graceful shutdown
+
+
+def gunicorn_log_config(level: str) -> dict[str, Any]:
+    """gunicorn's own messages as the service's JSON lines on stderr (``app.logs``), like the rest."""
+    handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "app.logs.JsonFormatter"}},
+        "handlers": {"console": handler, "error_console": handler},  # the names gunicorn's defaults use
+        "root": {"level": level.upper(), "handlers": ["error_console"]},
+        "loggers": {
+            "gunicorn.error": {"level": level.upper(), "handlers": [], "propagate": True},
+            "gunicorn.access": {"level": "WARNING", "handlers": [], "propagate": True},
+        },
+    }
+
+
+def worker_class(settings: Settings) -> type[ServiceWorker]:
+    """:class:`ServiceWorker` with this service's uvicorn options."""
+    options = uvicorn_options(settings) | {
+        # uvicorn tells the arbiter it is alive once per timeout_notify; at the arbiter's own timeout
+        # that would race its check and kill healthy workers, so it reports several times as often
+        "timeout_notify": max(settings.worker_timeout_s / HEARTBEATS_PER_TIMEOUT, 0.5),
+        "loop": "auto",
+    }
+    return type("VitDigitsWorker", (ServiceWorker,), {"CONFIG_KWARGS": options})

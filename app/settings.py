@@ -68,19 +68,43 @@ class Settings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="bind address for `python -m app`")
     port: int = Field(8000, ge=1, le=65535, description="port for `python -m app`")
-    workers: int = Field(2, ge=1, description="uvicorn worker processes (each loads the models)")
+    workers: int = Field(
+        2,
+        ge=1,
+        description="server processes for `python -m app`, each loading the models: 1 runs uvicorn in this process "
+        "(what a container runs); more run under gunicorn's supervisor with uvicorn workers",
+    )
+    worker_timeout_s: int = Field(
+        30,
+        ge=2,
+        description="with several workers: one serving that shows no sign of life for this long (hung, stopped) is "
+        "killed and replaced (gunicorn's --timeout; it starts counting once the worker's models are loaded)",
+    )
+    shutdown_grace_s: int = Field(
+        5,
+        ge=1,
+        description="on SIGTERM: how long requests in flight may take to finish before they are cancelled and the "
+        "app shuts down (keep it under the orchestrator's stop timeout: docker's is 10 s)",
+    )
     on_load_failure: Literal["exit", "stay"] = Field(
         "exit",
         description="if no model can be loaded: exit (non-zero, with the reason) or stay up, not ready (/readyz 503)",
     )
-    max_header_bytes: int = Field(
-        64 * 1024, ge=1024, description="most bytes of a request's header (request line and fields); 431 beyond"
+    http: Literal["httptools", "h11"] = Field(
+        "httptools",
+        description="uvicorn's HTTP parser: httptools (faster) or h11 (enforces max_header_bytes)",
     )
-    header_timeout_s: float = Field(
-        10.0,
-        gt=0,
-        description="time for a request's header to arrive, from the connection opening or the previous response; "
-        "408 (or a plain close, if none of it came) after",
+    max_header_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        description="with http=h11: most bytes of a request's header; 400 and the connection closes beyond "
+        "(httptools has no such limit: the load balancer in front enforces one)",
+    )
+    max_connections: int | None = Field(
+        None,
+        ge=1,
+        description="per process: requests arriving while this many connections are open get 503 (uvicorn's "
+        "limit_concurrency); unset: no limit",
     )
     keep_alive_s: int = Field(5, ge=1, description="idle keep-alive connections are closed after this many seconds")
     load_before_listen: bool = Field(

@@ -13,10 +13,13 @@ Prints a table and the ratios the targets are stated in. Needs wrk (``apt-get in
 
 With ``--baseline DIR`` (another checkout, e.g. ``git worktree add /tmp/base main``), that checkout's
 service runs too, alternating with this one's on the same checkpoint, and the ratio of the two is
-printed: the way to check that a change costs no throughput.
+printed: the way to check that a change costs no throughput. With ``--command``, the service is
+started by another command line (``{port}`` stands for its port), e.g. uvicorn's own supervisor:
+``--command "python -m uvicorn app.asgi:app --workers 2 --port {port}"``. For every run, the
+connections each worker process held halfway through are printed (how evenly they share the load).
 
     .venv/bin/python bench/serve_load.py [--duration 10] [--repeat 3] [--checkpoint checkpoints/vit-digits.safetensors]
-        [--baseline DIR]
+        [--baseline DIR] [--command CMD]
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import contextlib
 import io
 import json
 import os
+import shlex
 import shutil
 import socket
 import statistics
@@ -70,12 +74,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+SERVERS: dict[str, int] = {}  # base URL -> pid of the process started for it
+
+
 @contextmanager
 def server(cmd: list[str], env: dict[str, str], port: int, cwd: Path = ROOT) -> Iterator[str]:
     proc = subprocess.Popen(
         cmd, cwd=cwd, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     base = f"http://127.0.0.1:{port}"
+    SERVERS[base] = proc.pid
     try:
         for _ in range(600):
             try:
@@ -89,17 +97,56 @@ def server(cmd: list[str], env: dict[str, str], port: int, cwd: Path = ROOT) -> 
         proc.wait(timeout=30)
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process under ``pid`` (Linux /proc), but multiprocessing's resource tracker."""
+    found = []
+    try:
+        children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+    for child in children:
+        with contextlib.suppress(FileNotFoundError):
+            if b"resource_tracker" not in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.append(child)
+        found += descendants(child)
+    return found
+
+
+def connections_per_process(pids: list[int], port: int) -> list[int]:
+    """How many established TCP connections on local ``port`` each of ``pids`` holds, most first."""
+    established = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":  # 01: ESTABLISHED
+                    established.add(f"socket:[{fields[9]}]")
+    counts = []
+    for pid in pids:
+        with contextlib.suppress(FileNotFoundError):
+            fds = list(Path(f"/proc/{pid}/fd").iterdir())
+            counts.append(sum(1 for fd in fds if fd.is_symlink() and os.readlink(fd) in established))
+    return sorted(counts, reverse=True)
+
+
 def wrk(url: str, body: Path, content_type: str, connections: int, duration: int) -> dict[str, float]:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(LUA.format(body=body, content_type=content_type))
-    out = subprocess.run(
+    run = subprocess.Popen(
         ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "10s", "-s", script.name, url],
-        capture_output=True,
+        stdout=subprocess.PIPE,
         text=True,
-        check=True,
-    ).stdout
+    )
+    time.sleep(duration / 2)
+    base = url.split("/v1/", 1)[0]
+    port = int(base.rsplit(":", 1)[1])
+    shares = connections_per_process(descendants(SERVERS[base]) or [SERVERS[base]], port)
+    out, _ = run.communicate()
+    if run.returncode != 0:
+        raise subprocess.CalledProcessError(run.returncode, run.args, out)
     result = json.loads(out.split("RESULT ", 1)[1].splitlines()[0])
     result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    result["shares"] = shares  # type: ignore[assignment]
     # wrk stops sending, but the server still works through the requests it had taken (the naive
     # one needs ~1.2 s for 128 of them): wait, so that this does not share the CPU with the next run
     time.sleep(SETTLE_S)
@@ -108,7 +155,8 @@ def wrk(url: str, body: Path, content_type: str, connections: int, duration: int
 
 def median_run(results: list[dict[str, float]]) -> dict[str, float]:
     """Each figure's median over repeated runs, and the spread of p99 (shared machines are noisy)."""
-    out = {key: statistics.median(r[key] for r in results) for key in results[0]}
+    out = {key: statistics.median(r[key] for r in results) for key in results[0] if key != "shares"}
+    out["shares"] = [r["shares"] for r in results]  # type: ignore[assignment]
     out["p99_min"], out["p99_max"] = min(r["p99"] for r in results), max(r["p99"] for r in results)
     return out
 
@@ -160,6 +208,9 @@ def main() -> None:
         help="a service setting, e.g. VIT_DIGITS_WORKERS=2 (repeatable)",
     )
     parser.add_argument("--baseline", type=Path, help="another checkout whose service runs alongside, for a ratio")
+    parser.add_argument(
+        "--command", help="the service's command line instead of `python -m app`; {port} stands for its port"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install wrk")
@@ -188,7 +239,10 @@ def main() -> None:
     runs: dict[str, dict[int, list[dict[str, float]]]] = {"service": {}, "naive": {}}
     batch_runs = []
     with contextlib.ExitStack() as stack:
-        base = stack.enter_context(server([python, "-m", "app"], env, port))
+        command = [python, "-m", "app"]
+        if args.command:
+            command = [python if word == "python" else word.format(port=port) for word in shlex.split(args.command)]
+        base = stack.enter_context(server(command, env, port))
         naive = stack.enter_context(server(naive_cmd, {"VIT_DIGITS_CHECKPOINT": str(args.checkpoint)}, naive_port))
         urls = {"service": f"{base}/v1/predict", "naive": f"{naive}/v1/predict"}
         if args.baseline is not None:
@@ -216,9 +270,10 @@ def main() -> None:
         f"checkpoint {args.checkpoint.name}, onnxruntime {onnxruntime.__version__}, {os.cpu_count()} CPUs, "
         f"median of {args.repeat} runs of {args.duration} s each"
     )
-    print(f"service settings: {' '.join(args.env) or 'defaults'}")
+    print(f"service settings: {' '.join(args.env) or 'defaults'}; command: {args.command or 'python -m app'}")
     print(
         f"{'endpoint':<22}{'conc':>5}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'p99 range':>15}{'errors':>8}"
+        "  connections per process, each run"
     )
     labels = (("service", "service /v1/predict"), ("baseline", "baseline /v1/predict"), ("naive", "naive /v1/predict"))
     for name, label in labels:
@@ -226,12 +281,12 @@ def main() -> None:
             spread = f"{r['p99_min']:.0f}-{r['p99_max']:.0f}"
             print(
                 f"{label:<22}{c:>5}{r['rps']:>9.0f}{r['p50']:>9.1f}{r['p95']:>9.1f}{r['p99']:>9.1f}"
-                f"{spread:>15}{r['errors'] + r['non2xx']:>8.0f}"
+                f"{spread:>15}{r['errors'] + r['non2xx']:>8.0f}  {' '.join('/'.join(map(str, x)) for x in r['shares'])}"
             )
     batch_ips = batch["rps"] * args.batch_images
     print(
         f"service /v1/predict/batch ({args.batch_images} images/request, 4 connections): {batch_ips:.0f} images/s, "
-        f"p99 {batch['p99']:.1f} ms"
+        f"p99 {batch['p99']:.1f} ms; connections per process {' '.join('/'.join(map(str, x)) for x in batch['shares'])}"
     )
     print(
         f"in-process ceiling (model alone, {top.runtime}, all cores, batches of {args.batch_images}): "

@@ -1,5 +1,8 @@
-"""The serving process's own limits, over real sockets: header size, header time, idle connections,
-and a model that cannot load (in one worker and with several)."""
+"""The serving process's own limits, over real sockets: header size (h11), idle keep-alive
+connections, open connections, and a model that cannot load (in one worker and with several).
+
+What uvicorn does not bound (the time a client takes to send its header, a connection that never
+sends a byte, slow uploads) the load balancer in front bounds; see the README's Deploy section."""
 
 from __future__ import annotations
 
@@ -8,16 +11,21 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
 import pytest
 
-from app.workers import can_hand_over_connections
 from tests.app.conftest import free_port, serve_process
 from tests.conftest import ROOT
 
-LIMITS = {"VIT_DIGITS_MAX_HEADER_BYTES": "16384", "VIT_DIGITS_HEADER_TIMEOUT_S": "1"}
+LIMITS = {
+    "VIT_DIGITS_HTTP": "h11",
+    "VIT_DIGITS_MAX_HEADER_BYTES": "16384",
+    "VIT_DIGITS_KEEP_ALIVE_S": "1",
+    "VIT_DIGITS_MAX_CONNECTIONS": "4",
+}
 
 
 def rss_mb(pid: int) -> float:
@@ -56,40 +64,39 @@ def limited_server(tiny_checkpoint: Path):
         yield base, proc
 
 
-def test_server_oversized_header_gets_431_closed_and_memory_stays_flat(limited_server):
+def test_server_oversized_header_gets_400_closed_and_memory_stays_flat(limited_server):
     base, proc = limited_server
     port = int(base.rsplit(":", 1)[1])
     httpx.get(base + "/healthz")
     before = rss_mb(proc.pid)
     answers = [send_endless_header(port, megabytes=4) for _ in range(20)]
-    assert all(a.startswith(b"HTTP/1.1 431 ") for a in answers), answers[0][:200]
-    assert b'"code": "header_too_large"' in answers[0]
+    assert all(a.startswith(b"HTTP/1.1 400 ") for a in answers), answers[0][:200]
     assert rss_mb(proc.pid) - before < 20, f"RSS {before:.0f} -> {rss_mb(proc.pid):.0f} MB"
     assert httpx.get(base + "/healthz").status_code == 200
 
 
-def test_server_unfinished_header_gets_408_and_idle_connection_is_closed(limited_server):
+def test_server_idle_keep_alive_connection_is_closed(limited_server):
     base, _ = limited_server
     port = int(base.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # ... and never the blank line
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         started = time.monotonic()
         answer = read_until_closed(s)
-    assert answer.startswith(b"HTTP/1.1 408 ") and b"header_timeout" in answer
-    assert 0.8 < time.monotonic() - started < 5
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:  # sends nothing at all
-        started = time.monotonic()
-        assert read_until_closed(s) == b""
+    assert answer.startswith(b"HTTP/1.1 200 ")
     assert 0.8 < time.monotonic() - started < 5
 
 
-def test_server_a_slow_request_is_not_cut_by_the_header_timeout(limited_server, digit_png):
+def test_server_requests_beyond_the_open_connections_limit_get_503(limited_server):
     base, _ = limited_server
-    with httpx.Client(base_url=base) as client:  # keep-alive: several requests, more than 1 s in all
-        for _ in range(3):
-            r = client.post("/v1/predict", content=digit_png, headers={"content-type": "image/png"})
-            assert r.status_code == 200
-            time.sleep(0.5)
+    port = int(base.rsplit(":", 1)[1])
+    with ExitStack() as stack:
+        for _ in range(4):  # connected, sending nothing
+            stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=10))
+        time.sleep(0.2)
+        assert httpx.get(base + "/healthz").status_code == 503
+    deadline = time.monotonic() + 5  # once they are gone, requests are served again
+    while httpx.get(base + "/healthz").status_code != 200:
+        assert time.monotonic() < deadline
 
 
 def _run_server(checkpoint: Path, workers: int, **env: str) -> subprocess.CompletedProcess[bytes]:
@@ -111,7 +118,7 @@ def _run_server(checkpoint: Path, workers: int, **env: str) -> subprocess.Comple
     [
         (1, {}),
         (1, {"VIT_DIGITS_LOAD_BEFORE_LISTEN": "true"}),
-        pytest.param(2, {}, marks=pytest.mark.skipif(not can_hand_over_connections(), reason="needs SCM_RIGHTS")),
+        (2, {}),
     ],
 )
 def test_server_exits_non_zero_with_the_reason_when_no_model_loads(tmp_path, workers, env):

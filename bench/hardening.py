@@ -185,7 +185,7 @@ def memory_and_batch(checkpoint: Path) -> None:
     # h11: the parser that enforces VIT_DIGITS_MAX_HEADER_BYTES (httptools, the default, does not)
     with server(checkpoint, workers=2, VIT_DIGITS_HTTP="h11") as (base, proc):
         pids = worker_pids(proc.pid)
-        print(f"\n## 2. python -m app, {len(pids)} workers, default settings")
+        print(f"\n## 2. python -m app, {len(pids)} workers, default settings but the h11 parser")
         for label, data, kind in [
             (f"{CAPPED_SIDE}x{CAPPED_SIDE} RGBA PNG", picture(CAPPED_SIDE, CAPPED_SIDE, "RGBA", "PNG"), "image/png"),
             (f"{SIDE}x{SIDE} JPEG", picture(SIDE, SIDE, "RGB", "JPEG"), "image/jpeg"),

@@ -16,8 +16,12 @@ RUN /opt/venv/bin/pip install --require-hashes --no-deps -r /tmp/serve.lock
 
 # What serving never runs: the installer (nothing installs at run time), test suites, and ONNX
 # Runtime's offline tools (model conversion, quantisation, transformer graph optimisation) and
-# NumPy's Fortran wrapper generator; ~45 MB.
+# NumPy's Fortran wrapper generator; ~45 MB. The packages' own extension modules lose their symbol
+# tables (strip --strip-unneeded, 74 -> 58 MB; the bundled *.libs are left as they are).
 FROM serve-deps AS serve-venv
+RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends binutils >/dev/null \
+    && find /opt/venv/lib -name '*.so' -not -path '*.libs/*' -exec strip --strip-unneeded {} + \
+    && rm -rf /var/lib/apt/lists/*
 RUN site=/opt/venv/lib/python3.11/site-packages \
     && /opt/venv/bin/python -m pip uninstall -y -q pip setuptools \
     && find "$site" -depth -type d -name tests -exec rm -rf {} + \

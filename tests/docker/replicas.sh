@@ -1,0 +1,212 @@
+#!/usr/bin/env bash
+# Replicas test, run by CI: three API replicas behind HAProxy (deploy/compose.replicas.yml) under a
+# steady load of real MNIST digits (tests/docker/load.py), while
+#   1. one replica is SIGKILLed (docker kill) and comes back by the restart policy,
+#   2. one replica is SIGSTOPped for 5 s, then continued,
+#   3. every replica is restarted, one after another (SIGTERM, wait until back in the balancer),
+#   4. 40,000 slow connections (4 containers x 10,000, a header byte every 3 s) hit the balancer,
+#   5. a replica gets SIGTERM while a client trickles its upload: it must exit within the grace
+#      period, and that upload and every request in flight must be answered.
+# Fails unless every request of every scenario got a 200. Prints the counts and HAProxy's retries.
+#
+#   tests/docker/replicas.sh      (needs ../shared/tools/docker-env.sh, and .venv from `make venv`)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+PY=${PY:-$ROOT/.venv/bin/python}
+export COMPOSE_PROJECT_NAME=vitd-replicas
+export VIT_DIGITS_IMAGE=${VIT_DIGITS_IMAGE:-vit-digits:replicas-test}
+export VIT_DIGITS_LB_IMAGE=${VIT_DIGITS_LB_IMAGE:-vit-digits-lb:replicas-test}
+export TORCH_INDEX_URL=${TORCH_INDEX_URL-}   # empty: pip's default index + the local wheel (see Dockerfile)
+export VIT_DIGITS_PUBLISH_PORT=${VIT_DIGITS_PUBLISH_PORT:-18100}
+REPLICAS=3
+CONCURRENCY=${CONCURRENCY:-12}
+FLOOD_CONTAINERS=4 FLOOD_EACH=10000   # 40,000; each process stays under this host's 20,000 open files
+GRACE=20                              # stop_grace_period in deploy/compose.replicas.yml
+BASE=http://127.0.0.1:$VIT_DIGITS_PUBLISH_PORT
+WORK=$(mktemp -d)
+log() { echo "replicas: $*" >&2; }
+since() { awk -v t0="$1" -v t1="$(date +%s.%N)" 'BEGIN {printf "%.1f", t1 - t0}'; }
+
+bash "$ROOT/../shared/tools/docker-env.sh"
+COMPOSE=(docker-compose)
+command -v docker-compose >/dev/null || COMPOSE=(docker compose)
+COMPOSE+=(-f docker-compose.yml -f deploy/compose.replicas.yml)
+ulimit -n "$(ulimit -Hn)"   # the load generator's connections, and those the proxy of the published port opens
+
+LOAD_PID=
+cleanup() {
+  status=$?
+  [[ -n $LOAD_PID ]] && kill "$LOAD_PID" 2>/dev/null
+  for i in $(seq "$FLOOD_CONTAINERS"); do docker rm -f "$COMPOSE_PROJECT_NAME-flood-$i" >/dev/null 2>&1 || true; done
+  if ((status != 0)); then
+    log "FAILED; logs follow"
+    "${COMPOSE[@]}" logs --tail 40 >&2 || true
+  fi
+  "${COMPOSE[@]}" down -v --remove-orphans >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+  exit $status
+}
+trap cleanup EXIT
+
+# HAProxy's statistics as CSV rows "name status requests-answered-2xx retries redispatches", one
+# per replica slot in use, then the backend and the frontend rows (current/max connections, denied).
+lb_stats() {
+  docker exec "$LB" python3 -c '
+import csv, io, urllib.request
+rows = csv.DictReader(io.StringIO(urllib.request.urlopen("http://127.0.0.1:8404/stats;csv").read().decode().lstrip("# ")))
+for r in rows:
+    if r["pxname"] == "replicas" and not r["status"].startswith("MAINT"):
+        print(r["svname"], r["status"], r["hrsp_2xx"] or 0, r["wretr"] or 0, r["wredis"] or 0)
+    elif r["pxname"] == "api" and r["svname"] == "FRONTEND":
+        print("FRONTEND", r["scur"], r["smax"], r["dcon"] or 0)
+'
+}
+servers_up() { lb_stats | awk '$1 ~ /^api[0-9]/ && $2 == "UP"' | wc -l; }
+retries() { lb_stats | awk '$1 == "BACKEND" {print $4, $5}'; }
+
+wait_all_up() {  # every replica healthy for Docker and UP in the balancer
+  for _ in $(seq 180); do
+    healthy=0
+    for c in $("${COMPOSE[@]}" ps -q api); do
+      [[ $(docker inspect --format '{{if .State.Health}}{{.State.Health.Status}}{{end}}' "$c") == healthy ]] && ((healthy += 1))
+    done
+    if ((healthy == REPLICAS)) && (($(servers_up) == REPLICAS)); then return 0; fi
+    sleep 1
+  done
+  log "replicas not all up after 180 s"; lb_stats >&2; return 1
+}
+
+FAILED=0
+SUMMARY=()
+start_load() {
+  RETRIES_BEFORE=$(retries)
+  "$PY" tests/docker/load.py "$BASE" --concurrency "$CONCURRENCY" --report "$WORK/$1.json" >/dev/null &
+  LOAD_PID=$!
+  sleep 4  # digits loaded, load steady
+}
+stop_load() {  # $1: the name given to start_load, $2: what the scenario did
+  kill -TERM "$LOAD_PID"
+  wait "$LOAD_PID" || true
+  LOAD_PID=
+  read -r r0 d0 <<<"$RETRIES_BEFORE"
+  read -r r1 d1 <<<"$(retries)"
+  line=$("$PY" -c 'import json, sys
+print("{requests} requests, {failed} failed {failures}, p50 {p50_ms} ms, p99 {p99_ms} ms, max {max_ms} ms".format(**json.load(open(sys.argv[1]))))' "$WORK/$1.json")
+  line="$line; HAProxy retried $((r1 - r0)), redispatched $((d1 - d0))"
+  log "$2: $line"
+  SUMMARY+=("$2: $line")
+  (($("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["failed"])' "$WORK/$1.json") == 0)) || FAILED=1
+}
+
+log "building the images (api: $VIT_DIGITS_IMAGE, balancer: $VIT_DIGITS_LB_IMAGE)"
+start=$(date +%s)
+"${COMPOSE[@]}" build api lb
+log "built in $(($(date +%s) - start)) s"
+"${COMPOSE[@]}" up -d --scale api=$REPLICAS
+LB=$("${COMPOSE[@]}" ps -q lb)
+NETWORK=$(docker inspect --format '{{range $k, $v := .NetworkSettings.Networks}}{{$k}}{{end}}' "$LB")
+wait_all_up
+log "$REPLICAS replicas up behind HAProxy $(docker exec "$LB" haproxy -v | head -1 | awk '{print $3}') in $(($(date +%s) - start)) s"
+"$PY" tests/docker/check_digits.py "$BASE" 20
+
+# Balanced per request: 30 requests on ONE keep-alive connection reach every replica.
+lb_stats | awk '$1 ~ /^api[0-9]/ {print $1, $3}' | sort >"$WORK/before"
+"$PY" - "$BASE" <<'EOF'
+import sys, httpx
+sys.path.insert(0, "tests/docker")
+from load import digit_pngs
+with httpx.Client(base_url=sys.argv[1]) as client:
+    for png, _ in digit_pngs(30):
+        client.post("/v1/predict", content=png, headers={"content-type": "image/png"}).raise_for_status()
+EOF
+lb_stats | awk '$1 ~ /^api[0-9]/ {print $1, $3}' | sort >"$WORK/after"
+shares=$(join "$WORK/before" "$WORK/after" | awk '{print $3 - $2}' | sort -n | tr '\n' ' ')
+log "30 requests on one connection, per replica: $shares"
+[[ $(echo "$shares" | awk '{print $1}') -ge 5 ]] || { log "not balanced per request"; exit 1; }
+
+mapfile -t APIS < <("${COMPOSE[@]}" ps -q api)
+
+# 1. SIGKILL
+start_load kill
+restarts=$(docker inspect --format '{{.RestartCount}}' "${APIS[0]}")
+docker kill "${APIS[0]}" >/dev/null
+sleep 3
+if [[ $(docker inspect --format '{{.State.Running}}' "${APIS[0]}") != true ]]; then
+  log "the killed replica was not restarted by its restart policy; starting it"
+  docker start "${APIS[0]}" >/dev/null
+fi
+wait_all_up
+sleep 2
+stop_load kill "SIGKILL one replica"
+
+# 2. SIGSTOP for 5 s
+start_load stop
+docker kill -s STOP "${APIS[1]}" >/dev/null
+sleep 4
+down_seen=$(lb_stats | awk '$1 ~ /^api[0-9]/ && $2 !~ /^UP/' | wc -l)
+sleep 1
+docker kill -s CONT "${APIS[1]}" >/dev/null
+wait_all_up
+sleep 2
+stop_load stop "SIGSTOP one replica 5 s"
+log "replicas out of the balancer 4 s into the stop: $down_seen (expected 1)"
+((down_seen == 1)) || FAILED=1
+
+# 3. Rolling restart
+start_load rolling
+for c in "${APIS[@]}"; do
+  t0=$(date +%s.%N)
+  docker stop -t $GRACE "$c" >/dev/null
+  log "replica ${c:0:12}: SIGTERM to exit $(since "$t0") s, exit code $(docker inspect --format '{{.State.ExitCode}}' "$c")"
+  docker start "$c" >/dev/null
+  wait_all_up
+done
+sleep 2
+stop_load rolling "rolling restart of $REPLICAS replicas"
+
+# 4. Slow connections flood
+start_load flood
+for i in $(seq "$FLOOD_CONTAINERS"); do
+  docker run -d --name "$COMPOSE_PROJECT_NAME-flood-$i" --network "$NETWORK" -v "$ROOT/tests/docker:/t:ro" \
+    "$VIT_DIGITS_LB_IMAGE" python3 /t/slow_clients.py flood lb 8000 --connections $FLOOD_EACH \
+    --ramp 10 --hold 30 --interval 3 >/dev/null
+done
+peak=0
+while [[ -n $(docker ps -q --filter "name=$COMPOSE_PROJECT_NAME-flood-") ]]; do
+  read -r cur denied <<<"$(lb_stats | awk '$1 == "FRONTEND" {print $2, $4}')"
+  ((cur > peak)) && peak=$cur
+  sleep 1
+done
+for i in $(seq "$FLOOD_CONTAINERS"); do
+  log "flood $i: $(docker logs "$COMPOSE_PROJECT_NAME-flood-$i" 2>&1 | tail -1)"
+  docker rm -f "$COMPOSE_PROJECT_NAME-flood-$i" >/dev/null
+done
+read -r cur smax denied <<<"$(lb_stats | awk '$1 == "FRONTEND" {print $2, $3, $4}')"
+stop_load flood "flood of $((FLOOD_CONTAINERS * FLOOD_EACH)) slow connections"
+log "HAProxy during the flood: at most $smax connections open (sampled: $peak), $denied refused (over 500 per client address)"
+
+# 5. SIGTERM while a client trickles an upload
+"$PY" -c 'import sys; sys.path.insert(0, "tests/docker"); from load import digit_pngs
+open(sys.argv[1], "wb").write(digit_pngs(1)[0][0])' "$WORK/digit.png"
+start_load sigterm
+"$PY" tests/docker/slow_clients.py upload 127.0.0.1 "$VIT_DIGITS_PUBLISH_PORT" "$WORK/digit.png" --seconds 6 >"$WORK/upload.json" &
+upload_pid=$!
+sleep 2
+t0=$(date +%s.%N)
+docker stop -t $GRACE "${APIS[0]}" >/dev/null
+exit_s=$(since "$t0")
+exit_code=$(docker inspect --format '{{.State.ExitCode}}' "${APIS[0]}")
+wait "$upload_pid"
+upload=$(cat "$WORK/upload.json")
+docker start "${APIS[0]}" >/dev/null
+wait_all_up
+stop_load sigterm "SIGTERM with a slow upload"
+log "SIGTERM to exit: $exit_s s (grace period $GRACE s), exit code $exit_code; the slow upload: $upload"
+[[ $exit_code == 0 ]] && awk -v s="$exit_s" -v g="$GRACE" 'BEGIN {exit !(s < g)}' || FAILED=1
+[[ $upload == *'"status": "200"'* ]] || FAILED=1
+
+log "summary (concurrency $CONCURRENCY, $REPLICAS replicas):"
+for line in "${SUMMARY[@]}"; do log "  $line"; done
+((FAILED == 0)) || { log "FAILED: see above"; exit 1; }
+log "PASSED in $(($(date +%s) - start)) s"

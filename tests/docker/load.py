@@ -2,8 +2,10 @@
 to stop (SIGTERM or SIGINT) or for ``--seconds``; every failed request is counted.
 
 A request fails if it gets no answer (connection refused or reset, timeout) or any status but 200.
-On stop no new request is sent and those in flight are waited for, so stopping fails none. Prints
-one JSON line (and writes it to ``--report``); exits 1 if any request failed.
+With ``--new-connections`` every request opens a connection of its own (a new client's view);
+else they reuse ``--concurrency`` keep-alive connections. On stop no new request is sent and
+those in flight are waited for, so stopping fails none. Prints one JSON line (and writes it to
+``--report``); exits 1 if any request failed.
 
     python tests/docker/load.py http://127.0.0.1:8000 --concurrency 12 --report /tmp/load.json
 """
@@ -72,7 +74,9 @@ class Tally:
         }
 
 
-async def worker(client: httpx.AsyncClient, pngs: list[tuple[bytes, int]], offset: int, stop: asyncio.Event, tally: Tally) -> None:
+async def worker(
+    client: httpx.AsyncClient, pngs: list[tuple[bytes, int]], offset: int, stop: asyncio.Event, tally: Tally
+) -> None:
     """POST digits one after another until ``stop`` is set."""
     i = offset
     while not stop.is_set():
@@ -92,7 +96,9 @@ async def worker(client: httpx.AsyncClient, pngs: list[tuple[bytes, int]], offse
         tally.wrong_digit += r.json()["digit"] != label
 
 
-async def run(base: str, concurrency: int, seconds: float, report: Path | None) -> dict[str, object]:
+async def run(
+    base: str, concurrency: int, seconds: float, report: Path | None, new_connections: bool = False
+) -> dict[str, object]:
     pngs = digit_pngs(200)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -101,7 +107,7 @@ async def run(base: str, concurrency: int, seconds: float, report: Path | None) 
     if seconds > 0:
         loop.call_later(seconds, stop.set)
     tally = Tally()
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=0 if new_connections else concurrency)
     async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as client:
         await asyncio.gather(*(worker(client, pngs, k * 17, stop, tally) for k in range(concurrency)))
     summary = tally.summary()
@@ -118,8 +124,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=12)
     parser.add_argument("--seconds", type=float, default=0, help="stop after this long (0: on SIGTERM/SIGINT only)")
     parser.add_argument("--report", type=Path, help="also write the JSON summary here")
+    parser.add_argument("--new-connections", action="store_true", help="a new connection for every request")
     args = parser.parse_args()
-    summary = asyncio.run(run(args.base, args.concurrency, args.seconds, args.report))
+    summary = asyncio.run(run(args.base, args.concurrency, args.seconds, args.report, args.new_connections))
     sys.exit(1 if summary["failed"] else 0)
 
 

@@ -45,7 +45,8 @@ def digit_pngs(count: int) -> list[tuple[bytes, int]]:
 class Tally:
     """What the load saw: answers, failures by cause (with when they happened), latencies."""
 
-    def __init__(self) -> None:
+    def __init__(self, ready_file: Path | None = None) -> None:
+        self.ready_file = ready_file  # touched once the first answer is in
         self.started = time.monotonic()
         self.ok = 0
         self.wrong_digit = 0
@@ -92,12 +93,19 @@ async def worker(
             tally.fail(f"HTTP {r.status_code}")
             continue
         tally.ok += 1
+        if tally.ok == 1 and tally.ready_file is not None:
+            tally.ready_file.touch()  # the load is flowing: whoever waits for it may start
         tally.latencies.append(time.monotonic() - start)
         tally.wrong_digit += r.json()["digit"] != label
 
 
 async def run(
-    base: str, concurrency: int, seconds: float, report: Path | None, new_connections: bool = False
+    base: str,
+    concurrency: int,
+    seconds: float,
+    report: Path | None,
+    new_connections: bool = False,
+    ready_file: Path | None = None,
 ) -> dict[str, object]:
     pngs = digit_pngs(200)
     stop = asyncio.Event()
@@ -106,7 +114,7 @@ async def run(
         loop.add_signal_handler(sig, stop.set)
     if seconds > 0:
         loop.call_later(seconds, stop.set)
-    tally = Tally()
+    tally = Tally(ready_file)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=0 if new_connections else concurrency)
     async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as client:
         await asyncio.gather(*(worker(client, pngs, k * 17, stop, tally) for k in range(concurrency)))
@@ -125,8 +133,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=0, help="stop after this long (0: on SIGTERM/SIGINT only)")
     parser.add_argument("--report", type=Path, help="also write the JSON summary here")
     parser.add_argument("--new-connections", action="store_true", help="a new connection for every request")
+    parser.add_argument("--ready-file", type=Path, help="touched once the first answer is in")
     args = parser.parse_args()
-    summary = asyncio.run(run(args.base, args.concurrency, args.seconds, args.report, args.new_connections))
+    summary = asyncio.run(
+        run(args.base, args.concurrency, args.seconds, args.report, args.new_connections, args.ready_file)
+    )
     sys.exit(1 if summary["failed"] else 0)
 
 

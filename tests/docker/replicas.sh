@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Replicas test, run by CI: three API replicas behind HAProxy (deploy/compose.replicas.yml) under a
 # steady load of real MNIST digits (tests/docker/load.py), while
-#   1. one replica is SIGKILLed (docker kill) and comes back by the restart policy,
+#   1. one replica is SIGKILLed (with requests in flight) and comes back by the restart policy,
 #   2. one replica is SIGSTOPped for 5 s, then continued,
 #   3. every replica is restarted, one after another (SIGTERM, wait until back in the balancer),
 #      with a client trickling its upload through the first SIGTERM: each replica must exit by
@@ -52,7 +52,7 @@ cleanup() {
 trap cleanup EXIT
 
 # HAProxy's statistics as CSV rows "name status requests-answered-2xx retries redispatches", one
-# per replica slot in use, then the backend and the frontend rows (current/max connections, denied).
+# per replica slot in use, then the backend row, then "FRONTEND current max refused accepted" (connections).
 lb_stats() {
   docker exec "$LB" python3 -c '
 import csv, io, urllib.request
@@ -61,8 +61,13 @@ for r in rows:
     if r["pxname"] == "replicas" and not r["status"].startswith("MAINT"):
         print(r["svname"], r["status"], r["hrsp_2xx"] or 0, r["wretr"] or 0, r["wredis"] or 0)
     elif r["pxname"] == "api" and r["svname"] == "FRONTEND":
-        print("FRONTEND", r["scur"], r["smax"], r["dcon"] or 0)
+        print("FRONTEND", r["scur"], r["smax"], r["dcon"] or 0, r["stot"])
 '
+}
+taken_out() {  # $1: since when; "apiN: K in flight" for each replica HAProxy took out since then
+  docker logs --since "$1" "$LB" 2>&1 \
+    | sed -nE 's/.*Server replicas\/(api[0-9]+) is (going )?DOWN.* ([0-9]+) sessions active.*/\1: \3 in flight/p' \
+    | uniq | paste -sd ',' -
 }
 servers_up() { lb_stats | awk '$1 ~ /^api[0-9]/ && $2 == "UP"' | wc -l; }
 retries() { lb_stats | awk '$1 == "BACKEND" {print $4, $5}'; }
@@ -98,9 +103,13 @@ FAILED=0
 SUMMARY=()
 start_load() {  # $1: a name for the report; more arguments go to load.py
   RETRIES_BEFORE=$(retries)
-  "$PY" tests/docker/load.py "$BASE" --concurrency "$CONCURRENCY" --report "$WORK/$1.json" "${@:2}" >/dev/null &
+  rm -f "$WORK/flowing"
+  "$PY" tests/docker/load.py "$BASE" --concurrency "$CONCURRENCY" --report "$WORK/$1.json" \
+    --ready-file "$WORK/flowing" "${@:2}" >/dev/null &
   LOAD_PID=$!
-  sleep 4  # digits loaded, load steady
+  for _ in $(seq 120); do [[ -e $WORK/flowing ]] && break; sleep 0.5; done
+  [[ -e $WORK/flowing ]] || { log "the load did not start"; exit 1; }
+  sleep 2  # steady
 }
 stop_load() {  # $1: the name given to start_load, $2: what the scenario did
   kill -TERM "$LOAD_PID"
@@ -144,21 +153,39 @@ log "30 requests on one connection, per replica: $shares"
 
 mapfile -t APIS < <("${COMPOSE[@]}" ps -q api)
 
-# 1. SIGKILL
+# 1. SIGKILL, at a moment when HAProxy has requests in flight on that replica (they must go to
+# another one). The signal goes to the replica's process from here, as a crash would: Docker's
+# restart policy brings it back (it does not after `docker kill`, which Docker counts as a stop).
 start_load kill
+since_utc=$(date -u +%Y-%m-%dT%H:%M:%S.%NZ)
 restarts=$(docker inspect --format '{{.RestartCount}}' "${APIS[0]}")
-docker kill "${APIS[0]}" >/dev/null
-sleep 3
-if [[ $(docker inspect --format '{{.State.Running}}' "${APIS[0]}") != true ]]; then
-  log "the killed replica was not restarted by its restart policy; starting it"
-  docker start "${APIS[0]}" >/dev/null
-fi
+ip_of() { docker inspect --format '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$1"; }
+"$PY" - "http://$(ip_of "$LB"):8404/stats;csv" "$(ip_of "${APIS[0]}"):8000" \
+  "$(docker inspect --format '{{.State.Pid}}' "${APIS[0]}")" <<'EOF'
+import csv, io, os, signal, sys, time, urllib.request
+stats, address, pid = sys.argv[1], sys.argv[2], int(sys.argv[3])
+deadline = time.monotonic() + 5
+while True:
+    rows = csv.DictReader(io.StringIO(urllib.request.urlopen(stats).read().decode().lstrip("# ")))
+    in_flight = sum(int(r["scur"] or 0) for r in rows if r["addr"] == address)
+    if in_flight or time.monotonic() > deadline:
+        break
+os.kill(pid, signal.SIGKILL)
+print(f"replicas: SIGKILL with {in_flight} request(s) in flight on it (HAProxy's count just before)", file=sys.stderr)
+EOF
+for _ in $(seq 30); do
+  [[ $(docker inspect --format '{{.RestartCount}}' "${APIS[0]}") -gt $restarts ]] && break
+  sleep 1
+done
+[[ $(docker inspect --format '{{.RestartCount}}' "${APIS[0]}") -gt $restarts ]] || { log "not restarted"; exit 1; }
 wait_all_up
 sleep 2
 stop_load kill "SIGKILL one replica"
+log "taken out of the balancer (requests it had in flight then): $(taken_out "$since_utc")"
 
 # 2. SIGSTOP for 5 s
 start_load stop
+since_utc=$(date -u +%Y-%m-%dT%H:%M:%S.%NZ)
 docker kill -s STOP "${APIS[1]}" >/dev/null
 sleep 4
 down_seen=$(lb_stats | awk '$1 ~ /^api[0-9]/ && $2 !~ /^UP/' | wc -l)
@@ -167,7 +194,7 @@ docker kill -s CONT "${APIS[1]}" >/dev/null
 wait_all_up
 sleep 2
 stop_load stop "SIGSTOP one replica 5 s"
-log "replicas out of the balancer 4 s into the stop: $down_seen (expected 1)"
+log "replicas out of the balancer 4 s into the stop: $down_seen (expected 1); $(taken_out "$since_utc")"
 ((down_seen == 1)) || FAILED=1
 
 # 3. Rolling restart: SIGTERM, wait until back in the balancer, next. A client trickles its upload
@@ -200,6 +227,7 @@ sleep 2
 stop_load rolling "rolling restart of $REPLICAS replicas (SIGTERM each)"
 
 # 4. Slow connections flood; the normal requests open a new connection each, as new clients do.
+read -r refused0 accepted0 <<<"$(lb_stats | awk '$1 == "FRONTEND" {print $4, $5}')"
 start_load flood --new-connections
 flood_pids=()
 for i in $(seq "$FLOOD_CONTAINERS"); do  # the script goes in on stdin: nothing to mount
@@ -210,9 +238,13 @@ for i in $(seq "$FLOOD_CONTAINERS"); do  # the script goes in on stdin: nothing 
 done
 wait "${flood_pids[@]}"
 for i in $(seq "$FLOOD_CONTAINERS"); do log "flood client $i: $(cat "$WORK/flood-$i.json")"; done
-read -r smax refused <<<"$(lb_stats | awk '$1 == "FRONTEND" {print $3, $4}')"
+read -r smax refused accepted <<<"$(lb_stats | awk '$1 == "FRONTEND" {print $3, $4, $5}')"
 stop_load flood "flood of $((FLOOD_CONTAINERS * FLOOD_EACH)) slow connections"
-log "HAProxy during the flood: at most $smax connections open at once, $refused refused (over 500 per client address)"
+reached=$((refused - refused0 + accepted - accepted0))
+log "HAProxy during the flood: $reached connections reached it, at most $smax open at once," \
+  "$((refused - refused0)) refused at once (over 500 per client address)"
+# the flood must have happened for its 0 failed requests to mean anything
+((reached >= FLOOD_CONTAINERS * FLOOD_EACH * 9 / 10)) || { log "the flood did not reach HAProxy"; FAILED=1; }
 
 log "summary (concurrency $CONCURRENCY, $REPLICAS replicas):"
 for line in "${SUMMARY[@]}"; do log "  $line"; done

@@ -100,20 +100,27 @@ def read_payload(path: Path) -> dict[str, Any]:
             metadata = fh.metadata() or {}
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{path}: not a readable safetensors file (truncated or corrupted?): {exc}") from exc
-    if metadata.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a {FORMAT} checkpoint (no '{FORMAT}' format tag)")
-    version = metadata.get("format_version", "")
-    if not version.isdigit() or int(version) > FORMAT_VERSION:
+    return payload_from_tags(path, metadata, FORMAT, FORMAT_VERSION, "checkpoint")
+
+
+def payload_from_tags(path: Path, tags: dict[str, str], fmt: str, max_version: int, kind: str) -> dict[str, Any]:
+    """The metadata JSON object from a model file's string tags (``format``, ``format_version``,
+    ``meta``: the safetensors header's, or an ONNX model's ``metadata_props``), checked: the format
+    tag, a version this code reads, a JSON object. ``kind`` names the file in the errors."""
+    if tags.get("format") != fmt:
+        raise CheckpointError(f"{path}: not a vit-digits {kind} (no '{fmt}' format tag)")
+    version = tags.get("format_version", "")
+    if not version.isdigit() or int(version) > max_version:
         raise CheckpointError(
-            f"{path}: checkpoint format version {version!r} is not supported "
-            f"(this code reads up to {FORMAT_VERSION}); upgrade vit-digits"
+            f"{path}: {kind} format version {version!r} is not supported "
+            f"(this code reads up to {max_version}); upgrade vit-digits"
         )
     try:
-        payload = json.loads(metadata["meta"])
+        payload = json.loads(tags["meta"])
     except (KeyError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: checkpoint metadata is missing or not JSON") from exc
+        raise CheckpointError(f"{path}: {kind} metadata is missing or not JSON") from exc
     if not isinstance(payload, dict):
-        raise CheckpointError(f"{path}: checkpoint metadata is not a JSON object")
+        raise CheckpointError(f"{path}: {kind} metadata is not a JSON object")
     return payload
 
 

@@ -14,7 +14,6 @@ This module needs NumPy and ONNX Runtime only: the serving process never imports
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from model.meta import CheckpointError, CheckpointMeta, file_sha256, meta_from_payload
+from model.meta import CheckpointError, CheckpointMeta, file_sha256, meta_from_payload, payload_from_tags
 
 ONNX_FORMAT = "vit-digits-onnx"
 ONNX_FORMAT_VERSION = 1
@@ -107,7 +106,9 @@ def load_onnx(path: str | Path, threads: int = 0) -> OnnxModel:
         session = cpu_session(str(path), threads)
     except Exception as exc:  # ORT raises its own types (InvalidProtobuf, Fail, ...) for an unreadable graph
         raise CheckpointError(f"{path}: not a readable ONNX model (truncated or corrupted?): {exc}") from exc
-    payload = _payload(path, session.get_modelmeta().custom_metadata_map)
+    payload = payload_from_tags(
+        path, session.get_modelmeta().custom_metadata_map, ONNX_FORMAT, ONNX_FORMAT_VERSION, "ONNX export"
+    )
     meta = meta_from_payload(path, payload)
     outputs = [o.name for o in session.get_outputs()]
     if outputs != list(OUTPUTS) or [i.name for i in session.get_inputs()] != ["input"]:
@@ -125,24 +126,6 @@ def load_onnx(path: str | Path, threads: int = 0) -> OnnxModel:
     )
     _check_probe(model, payload.get("probe"))
     return model
-
-
-def _payload(path: Path, metadata: dict[str, str]) -> dict[str, Any]:
-    if metadata.get("format") != ONNX_FORMAT:
-        raise CheckpointError(f"{path}: not a vit-digits ONNX export (no '{ONNX_FORMAT}' format tag)")
-    version = metadata.get("format_version", "")
-    if not version.isdigit() or int(version) > ONNX_FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path}: ONNX export format version {version!r} is not supported "
-            f"(this code reads up to {ONNX_FORMAT_VERSION}); upgrade vit-digits"
-        )
-    try:
-        payload = json.loads(metadata["meta"])
-    except (KeyError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: export metadata is missing or not JSON") from exc
-    if not isinstance(payload, dict):
-        raise CheckpointError(f"{path}: export metadata is not a JSON object")
-    return payload
 
 
 def _check_probe(model: OnnxModel, recorded: object) -> None:

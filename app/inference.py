@@ -22,6 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from model.meta import CheckpointMeta
+from model.onnx_model import OnnxModel
 from model.rollout import attention_rollout, cls_attention
 
 Array = NDArray[np.float32]
@@ -90,9 +91,6 @@ def attention_fn(runners: Runners, meta: CheckpointMeta) -> Callable[[Array], li
     return run
 
 
-def onnx_runners(exported: object) -> Runners:
-    """Runners for a loaded ONNX export (:class:`model.onnx_model.OnnxModel`)."""
-    from model.onnx_model import OnnxModel
-
-    assert isinstance(exported, OnnxModel)
+def onnx_runners(exported: OnnxModel) -> Runners:
+    """Runners for a loaded ONNX export."""
     return Runners(exported.logits, exported.logits_and_attention, "onnxruntime")

@@ -25,7 +25,9 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from PIL import Image, ImageDraw
 
@@ -68,7 +70,18 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
-def measure(checkpoints: Path, requests: int, env: dict[str, str], app_dir: Path) -> dict[str, object]:
+@dataclass(frozen=True)
+class Start:
+    """One start of the server: seconds to ready, RSS after warm-up, and what served."""
+
+    ready_s: float
+    rss_mb: float
+    torch_loaded: bool
+    served_from: str
+    runtime: str
+
+
+def measure(checkpoints: Path, requests: int, env: dict[str, str], app_dir: Path) -> Start:
     """One start of ``python -m app``: seconds to ready, RSS after warm-up, torch loaded or not."""
     port = free_port()
     settings = {
@@ -101,13 +114,7 @@ def measure(checkpoints: Path, requests: int, env: dict[str, str], app_dir: Path
         with urllib.request.urlopen(base + "/v1/models", timeout=5) as r:
             model = json.loads(r.read())["models"][0]
         maps = Path(f"/proc/{proc.pid}/maps").read_text()
-        return {
-            "ready_s": ready_s,
-            "rss_mb": rss_mb(proc.pid),
-            "torch_loaded": "libtorch" in maps,
-            "served_from": model["served_from"],
-            "runtime": model["runtime"],
-        }
+        return Start(ready_s, rss_mb(proc.pid), "libtorch" in maps, model["served_from"], model["runtime"])
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -133,39 +140,37 @@ def main() -> None:
                 if source.exists():
                     shutil.copyfile(source, folder / source.name)
             folders[mode] = folder
-        results: dict[str, list[dict[str, object]]] = {m: [] for m in args.modes}
+        results: dict[str, list[Start]] = {m: [] for m in args.modes}
         for _ in range(args.runs):  # interleaved, so that drift in the machine's speed hits both alike
             for mode in args.modes:
                 results[mode].append(measure(folders[mode], args.requests, {"VIT_DIGITS_DEVICE": "cpu"}, args.app_dir))
+    summary: dict[str, dict[str, Any]] = {
+        mode: {
+            "ready_s": statistics.median(r.ready_s for r in runs),
+            "ready_range": (min(r.ready_s for r in runs), max(r.ready_s for r in runs)),
+            "rss_mb": statistics.median(r.rss_mb for r in runs),
+            "torch_loaded": any(r.torch_loaded for r in runs),
+            "served_from": runs[0].served_from,
+            "runtime": runs[0].runtime,
+        }
+        for mode, runs in results.items()
+    }
     print(f"{'mode':<8} {'served from':<24} {'runtime':<12} {'start->ready s (median, min-max)':<34} "
           f"{'RSS MB (median)':<16} torch loaded")  # fmt: skip
-    for mode, runs in results.items():
-        ready = [float(r["ready_s"]) for r in runs]  # type: ignore[arg-type]
-        rss = [float(r["rss_mb"]) for r in runs]  # type: ignore[arg-type]
+    for mode, m in summary.items():
+        low, high = m["ready_range"]
         print(
-            f"{mode:<8} {runs[0]['served_from']!s:<24} {runs[0]['runtime']!s:<12} "
-            f"{statistics.median(ready):.2f} ({min(ready):.2f}-{max(ready):.2f}){'':<19} "
-            f"{statistics.median(rss):<16.0f} {any(r['torch_loaded'] for r in runs)}"
+            f"{mode:<8} {m['served_from']:<24} {m['runtime']:<12} "
+            f"{m['ready_s']:.2f} ({low:.2f}-{high:.2f}){'':<19} {m['rss_mb']:<16.0f} {m['torch_loaded']}"
         )
     if args.json:
-        summary = {
-            mode: {
-                "ready_s": statistics.median(float(r["ready_s"]) for r in runs),  # type: ignore[arg-type]
-                "rss_mb": statistics.median(float(r["rss_mb"]) for r in runs),  # type: ignore[arg-type]
-                "torch_loaded": any(bool(r["torch_loaded"]) for r in runs),
-            }
-            for mode, runs in results.items()
-        }
         args.json.write_text(json.dumps(summary))
-    if len(results) == 2:
-        e, t = results["export"], results["torch"]
-        ratio_ready = statistics.median([float(r["ready_s"]) for r in t]) / statistics.median(  # type: ignore[arg-type]
-            [float(r["ready_s"]) for r in e]  # type: ignore[arg-type]
+    if len(summary) == 2:
+        e, t = summary["export"], summary["torch"]
+        print(
+            f"export vs torch: {t['ready_s'] / e['ready_s']:.1f}x faster to ready, "
+            f"{t['rss_mb'] / e['rss_mb']:.1f}x less memory"
         )
-        ratio_rss = statistics.median([float(r["rss_mb"]) for r in t]) / statistics.median(  # type: ignore[arg-type]
-            [float(r["rss_mb"]) for r in e]  # type: ignore[arg-type]
-        )
-        print(f"export vs torch: {ratio_ready:.1f}x faster to ready, {ratio_rss:.1f}x less memory")
 
 
 if __name__ == "__main__":

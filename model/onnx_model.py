@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from model.meta import CheckpointError, CheckpointMeta, file_sha256, meta_from_payload, payload_from_tags
+from model.meta import CheckpointError, CheckpointMeta, meta_from_payload, payload_from_tags
 
 ONNX_FORMAT = "vit-digits-onnx"
 ONNX_FORMAT_VERSION = 1
@@ -53,7 +53,6 @@ class OnnxModel:
     meta: CheckpointMeta
     checkpoint_sha256: str  # sha256 of the .safetensors file it was exported from
     parameters: int
-    sha256: str  # of the .onnx file itself
     path: Path
 
     def logits(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -121,7 +120,6 @@ def load_onnx(path: str | Path, threads: int = 0) -> OnnxModel:
         meta=meta,
         checkpoint_sha256=digest,
         parameters=int(payload.get("parameters", 0)),
-        sha256=file_sha256(path),
         path=path,
     )
     _check_probe(model, payload.get("probe"))

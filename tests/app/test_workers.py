@@ -69,7 +69,7 @@ def children(parent: int) -> list[int]:
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone, or being reaped while we read
         return False
     return state != "Z"
 

@@ -66,6 +66,10 @@ class TrainConfig:
     outlier_weight: float = 0.0  # weight of their loss; 0 turns outlier exposure off
     outliers_per_kind: int = 2000
     typed_digits: int = 0  # typed digits (shipped typefaces) added to the training digits
+    # learning-rate factor of the linear patch embedding's kernel (its decay is divided by it):
+    # the experiments' control for the 3x faster effective stem of a replicated-RGB input
+    stem_lr_scale: float = 1.0
+    export: bool = True  # write the ONNX serving export next to the best checkpoint
 
     def __post_init__(self) -> None:
         positive = ("epochs", "batch_size")
@@ -80,6 +84,8 @@ class TrainConfig:
             raise ConfigError(f"ema_decay must be in [0, 1); got {self.ema_decay}")
         if self.outlier_weight < 0 or self.outliers_per_kind < 1 or self.typed_digits < 0:
             raise ConfigError("outlier_weight and typed_digits cannot be negative; outliers_per_kind must be >= 1")
+        if self.stem_lr_scale <= 0:
+            raise ConfigError(f"stem_lr_scale must be positive; got {self.stem_lr_scale}")
         if self.val_size < 0 or self.limit < 0 or self.warmup_epochs < 0:
             raise ConfigError("val_size, limit and warmup_epochs cannot be negative")
         if self.amp not in ("auto", "none", "bf16", "fp16"):

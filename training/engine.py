@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from model.factory import match_channels
@@ -24,6 +25,8 @@ class EpochStats:
     accuracy: float
     images: int
     seconds: float
+    # the training curve: (step within the epoch, mean loss over the steps since the last point)
+    curve: tuple[tuple[int, float], ...] = ()
 
     @property
     def images_per_s(self) -> float:
@@ -71,17 +74,21 @@ def train_one_epoch(
     desc: str = "train",
     outliers: torch.Tensor | None = None,
     outlier_weight: float = 0.0,
+    curve_every: int = 50,
 ) -> EpochStats:
     """One pass over ``data``; ``step_hook`` runs after every optimiser step (schedule, EMA).
 
     With ``outliers`` (uint8 (M, 28, 28) not-a-digit pictures) and ``outlier_weight`` > 0, every
     batch also takes half its size in randomly drawn outliers, trained towards the uniform
     distribution over the classes (outlier exposure, Hendrycks et al. 2019): the model learns to
-    give what is not a digit flat, low logits. Loss and accuracy are reported on the digits.
+    give what is not a digit flat, low logits. Loss and accuracy are reported on the digits; the
+    curve holds the mean loss of every ``curve_every`` steps.
     """
     model.train()
-    in_chans = _in_chans(model)
+    in_chans, size = input_shape(model)
     loss_sum, correct, seen, start = 0.0, 0, 0, time.perf_counter()
+    curve: list[tuple[int, float]] = []
+    window_sum, window_steps = 0.0, 0
     steps = (len(data) // world + batch_size - 1) // batch_size
     if max_steps:
         steps = min(steps, max_steps)
@@ -100,7 +107,7 @@ def train_one_epoch(
         if augment.enabled:
             x = random_affine(x, augment, generator)
         with autocast(device, amp_dtype):
-            out = model(match_channels(x, in_chans))
+            out = model(fit_input(x, in_chans, size))
             logits = out[: len(y)]
             loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
             if exposed:
@@ -120,13 +127,20 @@ def train_one_epoch(
             optimizer.step()
         step_hook()
         loss_sum += loss.item() * len(y)
+        window_sum, window_steps = window_sum + loss.item(), window_steps + 1
+        if window_steps == curve_every:
+            curve.append((step + 1, round(window_sum / window_steps, 5)))
+            window_sum, window_steps = 0.0, 0
         correct += int((logits.argmax(1) == y).sum())
         seen += len(y)
         elapsed = time.perf_counter() - start
         bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}", img_s=f"{seen / elapsed:.0f}")
         bar.update()
     bar.close()
-    return EpochStats(loss_sum / max(seen, 1), correct / max(seen, 1), seen, time.perf_counter() - start)
+    if window_steps:
+        curve.append((step + 1, round(window_sum / window_steps, 5)))
+    seconds = time.perf_counter() - start
+    return EpochStats(loss_sum / max(seen, 1), correct / max(seen, 1), seen, seconds, tuple(curve))
 
 
 @torch.no_grad()
@@ -135,21 +149,40 @@ def predict(
 ) -> torch.Tensor:
     """Logits (N, classes) for every image of ``data``, in order, in eval mode."""
     model.eval()
-    in_chans = _in_chans(model)
+    in_chans, size = input_shape(model)
     outputs = []
     for index in tqdm(list(batches(len(data), batch_size, None)), desc=desc, leave=False, disable=len(data) < 5000):
-        x = match_channels(to_input(data.images[index], device), in_chans)
+        x = fit_input(to_input(data.images[index], device), in_chans, size)
         outputs.append(model(x).float().cpu())
     return torch.cat(outputs) if outputs else torch.empty(0, 10)
 
 
 def accuracy(model: nn.Module, data: Split, device: torch.device) -> float:
     """Top-1 accuracy of ``model`` on ``data``."""
-    logits = predict(model, data, device)
-    return float((logits.argmax(1) == data.labels).float().mean()) if len(data) else 0.0
+    return score(predict(model, data, device), data.labels)[0]
 
 
-def _in_chans(model: nn.Module) -> int:
-    """Input channels of our ViT or timm's (DDP-wrapped or not): those of the first conv."""
+def score(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    """Top-1 accuracy and mean cross-entropy of ``logits`` against ``labels``."""
+    if not len(labels):
+        return 0.0, 0.0
+    return float((logits.argmax(1) == labels).float().mean()), float(F.cross_entropy(logits.float(), labels))
+
+
+def input_shape(model: nn.Module) -> tuple[int, int]:
+    """Input channels and image side of our ViT or timm's (DDP-wrapped or not)."""
+    inner = model.module if isinstance(model, DistributedDataParallel) else model
     first = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
-    return int(first.in_channels)
+    config = getattr(inner, "config", None)
+    if config is not None and hasattr(config, "image_size"):
+        return int(first.in_channels), int(config.image_size)
+    size = getattr(getattr(inner, "patch_embed", None), "img_size", None)  # timm: (H, W)
+    return int(first.in_channels), int(size[0]) if size is not None else 28
+
+
+def fit_input(x: torch.Tensor, in_chans: int, size: int) -> torch.Tensor:
+    """A normalised 28x28 grayscale batch as the model takes it: replicated to ``in_chans`` channels
+    and, for a model built for another image size, resized (bilinear) to ``size`` x ``size``."""
+    if x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    return match_channels(x, in_chans)

@@ -1,60 +1,134 @@
 """``python -m training experiments <suite>``: the coursework's questions, answered with numbers.
 
-Each suite is a list of named variants, each a set of overrides of one base training config.
-Every variant trains with the same budget (so the comparison within a suite is fair), then is
-measured: test accuracy, parameters, FLOPs per image, training images/s, inference latency and
-throughput, and the activation memory a training step keeps. Results go to
-``<out>/<suite>/results.json``, ``results.csv`` and PNG plots; a finished variant is not run again
-(resume by running the same command). ``--quick`` shrinks data and epochs to a few minutes.
+A suite is a list of named variants, each a set of overrides of one base training config, and the
+pairs of variants its reading compares. Every variant trains from scratch with the same budget, once
+per seed (``--seeds``, three by default). Each run is scored on the MNIST test set (accuracy,
+cross-entropy, and which images it gets right, for the paired tests) and keeps its training curve.
+Then the suite's costs are measured once per variant on fresh models (parameters, FLOPs with the
+attention products, activation memory, and interleaved speed rounds: see ``training/costs.py``).
+
+Results go to ``<out>/<suite>/`` (``<out>/<suite>-<budget>/`` for a non-default budget):
+``results.json``, ``results.csv``, ``results.md`` (the tables of docs/RESULTS.md) and PNG plots.
+A finished run is never trained again and an interrupted one resumes from its last epoch, so the
+same command continues a suite where it stopped. ``--quick`` shrinks data and epochs to minutes.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import dataclasses
 import json
 import logging
-import statistics
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from model.checkpoint import load_checkpoint
 from model.config import ViTConfig
 from model.device import resolve_device
-from model.factory import count_parameters, match_channels
+from model.factory import build_model, count_parameters
 from training.config import AugmentConfig, TrainConfig
+from training.costs import activation_bytes, flops_per_image, interleaved_speeds, spread
 from training.data import Split, load_split, prepare_root, to_input
-from training.engine import accuracy
+from training.engine import fit_input, input_shape, predict, score
+from training.stats import mcnemar, mean_sd, verdict
 
 log = logging.getLogger(__name__)
 
-SUITES: dict[str, dict[str, dict[str, Any]]] = {
-    "tokens": {f"patch{p}": {"patch_size": p} for p in (2, 4, 7, 14)},
-    "posenc": {name: {"pos_embed": name} for name in ("learned", "sincos2d", "none")},
-    "pooling": {"cls-token": {"pool": "cls"}, "mean-pool": {"pool": "mean"}},
-    "timm": {
-        "ours-1ch": {},
-        "timm-1ch": {"impl": "timm"},
-        "ours-3ch": {"in_chans": 3},
-        "timm-3ch": {"impl": "timm", "in_chans": 3},
-    },
-    "size": {
-        "d64-l6-h4": {},
-        "d32-l6-h4": {"dim": 32},
-        "d128-l6-h4": {"dim": 128},
-        "d64-l2-h4": {"depth": 2},
-        "d64-l12-h4": {"depth": 12},
-        "d64-l6-h1": {"heads": 1},
-        "d64-l6-h8": {"heads": 8},
-    },
-    "stem": {"linear": {"stem": "linear"}, "conv": {"stem": "conv"}},
+_MODEL_FIELDS = {f.name for f in dataclasses.fields(ViTConfig)}
+
+
+@dataclass(frozen=True)
+class Suite:
+    """One question: its variants (overrides of model or training fields), the pairs its reading
+    compares (A, B), and the budget it trains with when that differs from :data:`BASE`'s."""
+
+    question: str
+    variants: dict[str, dict[str, Any]]
+    comparisons: tuple[tuple[str, str], ...]
+    budget: dict[str, Any] = field(default_factory=dict)
+
+
+_EFFICIENT = {"patch_size": 2, "pool": "mean"}
+SUITES: dict[str, Suite] = {
+    "tokens": Suite(
+        "How do patch size and token count drive cost and accuracy?",
+        {f"patch{p}": {"patch_size": p} for p in (2, 4, 7, 14)},
+        (("patch2", "patch4"), ("patch7", "patch4"), ("patch14", "patch7")),
+    ),
+    "posenc": Suite(
+        "What does the positional encoding do?",
+        {name: {"pos_embed": name} for name in ("learned", "sincos2d", "none")},
+        (("sincos2d", "learned"), ("none", "learned")),
+    ),
+    "pooling": Suite(
+        "Class token or mean pooling?",
+        {"cls-token": {"pool": "cls"}, "mean-pool": {"pool": "mean"}},
+        (("mean-pool", "cls-token"),),
+    ),
+    "timm": Suite(
+        "Our ViT against timm's; grayscale against replicated RGB, with the stem's step controlled",
+        {
+            "ours-1ch": {},
+            "timm-1ch": {"impl": "timm"},
+            "ours-3ch": {"in_chans": 3},
+            "timm-3ch": {"impl": "timm", "in_chans": 3},
+            # replicating the grey channel 3 times triples the effective step of the patch
+            # embedding under AdamW; these two give the other input the same step
+            "ours-1ch-stem3x": {"stem_lr_scale": 3.0},
+            "ours-3ch-stem1/3": {"in_chans": 3, "stem_lr_scale": 1 / 3},
+        },
+        (
+            ("timm-1ch", "ours-1ch"),
+            ("ours-3ch", "ours-1ch"),
+            ("timm-3ch", "timm-1ch"),
+            ("ours-3ch", "ours-1ch-stem3x"),
+            ("ours-3ch-stem1/3", "ours-1ch"),
+            ("ours-1ch-stem3x", "ours-1ch"),
+        ),
+    ),
+    "size": Suite(
+        "Width, depth and heads around the base",
+        {
+            "d64-l6-h4": {},
+            "d32-l6-h4": {"dim": 32},
+            "d128-l6-h4": {"dim": 128},
+            "d64-l2-h4": {"depth": 2},
+            "d64-l12-h4": {"depth": 12},
+            "d64-l6-h1": {"heads": 1},
+            "d64-l6-h8": {"heads": 8},
+        },
+        (
+            ("d32-l6-h4", "d64-l6-h4"),
+            ("d128-l6-h4", "d64-l6-h4"),
+            ("d64-l2-h4", "d64-l6-h4"),
+            ("d64-l12-h4", "d64-l6-h4"),
+            ("d64-l6-h1", "d64-l6-h4"),
+            ("d64-l6-h8", "d64-l6-h4"),
+        ),
+    ),
+    "stem": Suite(
+        "Linear patch embedding or a convolutional stem?",
+        {"linear": {"stem": "linear"}, "conv": {"stem": "conv"}},
+        (("conv", "linear"),),
+    ),
+    "efficient": Suite(
+        "Full attention against local-window, linear and key/value-pooling attention, at 196 and 784 tokens",
+        {
+            f"{kind}-{tokens}": _EFFICIENT | {"image_size": size, "attention": kind}
+            for size, tokens in ((28, 196), (56, 784))
+            for kind in ("full", "window", "linear", "kvpool")
+        },
+        tuple((f"{kind}-{n}", f"full-{n}") for n in (196, 784) for kind in ("window", "linear", "kvpool")),
+        # patch 2 at 784 tokens costs minutes per thousand images here: a shorter budget for all
+        budget={"epochs": 2, "limit": 12000},
+    ),
 }
 # The base every suite varies: the plain ViT of the coursework (linear patch embedding, so patch
 # sizes 7 and 14 and timm's model are comparable), pinned here so that changing the CLI's default
@@ -68,182 +142,167 @@ BASE = TrainConfig(
     label_smoothing=0.0,
     ema_decay=0.0,
     # No augmentation: the suites compare architectures at a short, fixed budget, and random affine
-    # pays off only over long schedules; early on it slows every variant down (1 epoch on 20,000
-    # images: 25.3% test with it, 37.9% without, for the linear-stem base).
+    # pays off only over long schedules; early on it slows every variant down.
     augment=AugmentConfig.off(),
+    export=False,
 )
 QUICK = {"epochs": 1, "limit": 3000, "val_size": 300}
+DEFAULT_SEEDS = (0, 1, 2)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("suite", choices=sorted(SUITES), help="which question to answer")
+    p.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS), help="seeds per variant (0 1 2)")
     p.add_argument("--quick", action="store_true", help="3,000 images, 1 epoch: minutes, not hours")
-    p.add_argument("--epochs", type=int, help=f"epochs per variant (default {BASE.epochs}; quick {QUICK['epochs']})")
-    p.add_argument("--limit", type=int, help="training images per variant (default: all)")
+    p.add_argument("--epochs", type=int, help=f"epochs per run (default {BASE.epochs}, or the suite's)")
+    p.add_argument("--limit", type=int, help="training images per run (default: all, or the suite's)")
     p.add_argument("--data-dir", type=Path, default=Path("data"))
     p.add_argument("--out-dir", type=Path, default=Path("runs/experiments"))
     p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch threads per run (0: torch's default)")
+    p.add_argument("--no-costs", action="store_true", help="train only; measure the costs in a later, quiet run")
+    p.add_argument("--remeasure", action="store_true", help="measure the costs again even if they are stored")
 
 
-def run_experiments(args: argparse.Namespace) -> list[dict[str, Any]]:
-    out = args.out_dir / args.suite
-    out.mkdir(parents=True, exist_ok=True)
-    results_file = out / "results.json"
-    done: dict[str, dict[str, Any]] = {}
-    if results_file.exists():
-        done = {r["variant"]: r for r in json.loads(results_file.read_text())["results"]}
-    budget: dict[str, Any] = dict(QUICK) if args.quick else {}
+def run_experiments(args: argparse.Namespace) -> dict[str, Any]:
+    suite = SUITES[args.suite]
+    budget = dict(suite.budget) | (dict(QUICK) if args.quick else {})
     budget |= {k: v for k, v in (("epochs", args.epochs), ("limit", args.limit)) if v is not None}
+    out = args.out_dir / (args.suite + budget_tag(budget, suite.budget))
+    out.mkdir(parents=True, exist_ok=True)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     base = dataclasses.replace(
-        BASE, data_dir=args.data_dir, device=args.device, seed=args.seed, run_dir=out / "runs", **budget
+        BASE, data_dir=args.data_dir, device=args.device, run_dir=out / "runs", threads=args.threads, **budget
     )
-    root = prepare_root(args.data_dir)
-    test = load_split(root, train=False)
-    if base.limit:
-        test = test.subset(torch.arange(min(len(test), max(base.limit // 3, 200))))
-    for variant, overrides in SUITES[args.suite].items():
-        if variant in done and done[variant].get("budget") == budget:
-            log.info("%s: already done, skipping", variant)
-            continue
-        cfg = dataclasses.replace(base, name=variant, model=base.model.replace(**overrides))
-        done[variant] = run_variant(cfg, variant, overrides, test) | {"budget": budget}
-        _write(out, args.suite, list(done.values()), budget)  # after every variant: resumable
-    results = [done[v] for v in SUITES[args.suite] if v in done]
-    if args.suite == "tokens":
-        (out / "attention_cost.json").write_text(json.dumps(attention_cost(), indent=2))
-    _write(out, args.suite, results, budget)
-    _print_table(results)
+    test = _test_split(args.data_dir, base.limit)
+    started = time.perf_counter()
+    for seed in args.seeds:  # seed-major: an interrupted suite has every variant at the same seeds
+        for variant, overrides in suite.variants.items():
+            result_file = base.run_dir / run_name(variant, seed) / "result.json"
+            if result_file.is_file() and json.loads(result_file.read_text()).get("budget") == budget:
+                continue
+            cfg = variant_config(base, variant, overrides, seed)
+            result = run_variant(cfg, test, shuffled="pos_embed" in overrides) | {"budget": budget}
+            result_file.write_text(json.dumps(result, indent=2))
+            write_results(out, args.suite, budget)  # after every run: the tables fill in as it goes
+    costs_file = out / "costs.json"
+    if not args.no_costs and (args.remeasure or not costs_file.is_file()):
+        costs_file.write_text(json.dumps(measure_costs(args.suite, base), indent=2))
+    results = write_results(out, args.suite, budget)
+    log.info("suite %s: %.1f min in this invocation", args.suite, (time.perf_counter() - started) / 60)
+    print(results["markdown"], end="")
     return results
 
 
-def run_variant(cfg: TrainConfig, variant: str, overrides: dict[str, Any], test: Split) -> dict[str, Any]:
-    """Train one variant from scratch, then measure it."""
+def budget_tag(budget: dict[str, Any], default: dict[str, Any]) -> str:
+    """'' for the suite's own budget, else e.g. ``-epochs10`` so other budgets never mix."""
+    changed = {k: v for k, v in sorted(budget.items()) if default.get(k) != v}
+    return "".join(f"-{k.replace('_', '')}{v}" for k, v in changed.items())
+
+
+def run_name(variant: str, seed: int) -> str:
+    return f"{variant.replace('/', '_')}-seed{seed}"
+
+
+def variant_config(base: TrainConfig, variant: str, overrides: dict[str, Any], seed: int) -> TrainConfig:
+    """The training config of one run: the model overrides go to the model, the rest to training."""
+    model = {k: v for k, v in overrides.items() if k in _MODEL_FIELDS}
+    training = {k: v for k, v in overrides.items() if k not in _MODEL_FIELDS}
+    return dataclasses.replace(
+        base, name=run_name(variant, seed), seed=seed, model=base.model.replace(**model), **training
+    )
+
+
+def _test_split(data_dir: Path, limit: int) -> Split:
+    test = load_split(prepare_root(data_dir), train=False)
+    if limit and limit < 30000:  # a quick run scores on a slice of the test set, not all of it
+        test = test.subset(torch.arange(min(len(test), max(limit // 3, 200))))
+    return test
+
+
+def run_variant(cfg: TrainConfig, test: Split, shuffled: bool = False) -> dict[str, Any]:
+    """Train one run from scratch (or resume it), then score it on ``test``."""
     from training.train import run
 
+    run_path = cfg.run_path
     start = time.perf_counter()
-    run(cfg)
+    resume = (run_path / "last.state.safetensors").is_file() and (run_path / "metrics.jsonl").is_file()
+    run(cfg, resume=resume)
     wall = time.perf_counter() - start
     device = resolve_device(cfg.device)
-    model = load_checkpoint(cfg.run_path / "best.safetensors", device=device).model
-    metrics = [json.loads(line) for line in (cfg.run_path / "metrics.jsonl").read_text().splitlines()]
-    row: dict[str, Any] = {
-        "variant": variant,
-        "overrides": overrides,
-        "tokens": cfg.model.num_patches + cfg.model.num_prefix_tokens,
-        "parameters": count_parameters(model),
-        "test_accuracy": round(accuracy(model, test, device), 5),
+    model = load_checkpoint(run_path / "best.safetensors", device=device).model
+    logits = predict(model, test, device)
+    test_acc, test_loss = score(logits, test.labels)
+    correct = (logits.argmax(1) == test.labels).numpy()
+    np.save(run_path / "test_correct.npy", correct)
+    epochs = [json.loads(line) for line in (run_path / "metrics.jsonl").read_text().splitlines()]
+    best = max(epochs, key=lambda r: r["val_acc"])
+    result: dict[str, Any] = {
+        "seed": cfg.seed,
+        "test_accuracy": round(test_acc, 5),
+        "test_loss": round(test_loss, 5),
         "test_images": len(test),
-        "train_images_per_s": train_speed(model, cfg.model.in_chans, cfg.batch_size),
-        "epoch_images_per_s": round(sum(m["images_per_s"] for m in metrics) / len(metrics), 1),
+        "val_accuracy": best["val_acc"],
+        "val_loss": best.get("val_loss"),
         "train_wall_s": round(wall, 1),
-        "mflops_per_image": round(flops_per_image(model, cfg.model.in_chans) / 1e6, 2),
-        "activation_mb_per_128": round(activation_bytes(model, cfg.model.in_chans) / 2**20, 2),
+        "epochs": [{k: v for k, v in r.items() if k != "train_curve"} for r in epochs],
+        "train_curve": [point for r in epochs for point in r.get("train_curve", [])],
     }
-    row |= inference_speed(model, cfg.model.in_chans, device)
-    if "pos_embed" in overrides:
-        row["shuffled_patch_accuracy"] = round(shuffled_accuracy(model, test, device, cfg.model.patch_size), 5)
-    log.info("%s: %s", variant, json.dumps(row))
-    return row
+    if shuffled:
+        result["shuffled_patch_accuracy"] = round(shuffled_accuracy(model, test, device, cfg.model.patch_size), 5)
+    log.info("%s: test %.4f (loss %.4f), %.0f s", cfg.name, test_acc, test_loss, wall)
+    return result
 
 
-def flops_per_image(model: nn.Module, in_chans: int) -> float:
-    """Forward FLOPs for one 28x28 image, counted by torch's FlopCounterMode."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model.eval()(torch.zeros(1, in_chans, 28, 28, device=_device(model)))
-    return float(counter.get_total_flops())
-
-
-def activation_bytes(model: nn.Module, in_chans: int, batch: int = 128) -> int:
-    """Bytes of tensors autograd keeps for the backward pass of one training batch (peak memory)."""
-    total = 0
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        nonlocal total
-        total += t.numel() * t.element_size()
-        return t
-
-    model.train()
-    x = torch.randn(batch, in_chans, 28, 28, device=_device(model))
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(x).sum()
-    model.eval()
-    return total
-
-
-def train_speed(model: nn.Module, in_chans: int, batch: int, steps: int = 15) -> float:
-    """Training images/s: the median of ``steps`` timed AdamW steps on a copy of ``model``.
-
-    A median of short steps, not the epoch average, so that anything else the machine does for a
-    moment (another job, a pause) moves one sample instead of the figure.
-    """
-    trainee = copy.deepcopy(model).train()
-    optimizer = torch.optim.AdamW(trainee.parameters(), lr=1e-4)
-    device = _device(trainee)
-    x = torch.randn(batch, in_chans, 28, 28, device=device)
-    y = torch.randint(0, 10, (batch,), device=device)
-    times = []
-    for step in range(steps + 3):
-        start = time.perf_counter()
-        loss = F.cross_entropy(trainee(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        _sync(device)
-        if step >= 3:  # warm-up steps are not timed
-            times.append(time.perf_counter() - start)
-    return round(batch / statistics.median(times), 1)
-
-
-def inference_speed(model: nn.Module, in_chans: int, device: torch.device) -> dict[str, float]:
-    """Median single-image latency (ms) and batch-256 throughput (images/s, from the median batch)."""
-    model.eval()
-    one, many = torch.randn(1, in_chans, 28, 28, device=device), torch.randn(256, in_chans, 28, 28, device=device)
-
-    def median_s(x: torch.Tensor, repeats: int) -> float:
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            model(x)
-            _sync(device)
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
-
-    with torch.inference_mode():
-        for _ in range(5):
-            model(one)
-        model(many)
-        latency, batch = median_s(one, 50), median_s(many, 7)
-    return {"latency_ms": round(latency * 1000, 3), "images_per_s": round(256 / batch, 1)}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def measure_costs(suite_name: str, base: TrainConfig) -> dict[str, Any]:
+    """Parameters, FLOPs, activation memory and interleaved speeds of every variant, on fresh models."""
+    suite = SUITES[suite_name]
+    torch.manual_seed(0)
+    models = {v: build_model(variant_config(base, v, o, 0).model) for v, o in suite.variants.items()}
+    costs: dict[str, Any] = {
+        v: {
+            "tokens": m_cfg.num_patches + m_cfg.num_prefix_tokens,
+            "parameters": count_parameters(m),
+            "mflops_per_image": round(flops_per_image(m) / 1e6, 2),
+            "activation_mb_per_128": round(activation_bytes(m) / 2**20, 2),
+        }
+        for v, m in models.items()
+        for m_cfg in [variant_config(base, v, suite.variants[v], 0).model]
+    }
+    log.info("measuring speeds of %d variants in interleaved rounds", len(models))
+    for v, speeds in interleaved_speeds(models).items():
+        costs[v] |= speeds
+    extra: dict[str, Any] = {"measured": time.strftime("%Y-%m-%d %H:%M"), "threads": torch.get_num_threads()}
+    if suite_name == "tokens":
+        extra["attention_cost"] = attention_cost()
+    if suite_name == "timm":
+        extra["pretrained_route"] = pretrained_route_cost()
+    return {"variants": costs} | extra
 
 
 def shuffle_patches(x: torch.Tensor, patch: int, generator: torch.Generator) -> torch.Tensor:
-    """Permute the patches of every image in ``x`` (B, C, H, W) by one random permutation."""
+    """Put the patches of every image in ``x`` (B, C, H, W) in an order of its own, drawn at random."""
     B, C, H, W = x.shape
     g = H // patch
     tiles = x.reshape(B, C, g, patch, g, patch).permute(0, 2, 4, 1, 3, 5).reshape(B, g * g, C, patch, patch)
-    tiles = tiles[:, torch.randperm(g * g, generator=generator)]
+    order = torch.rand(B, g * g, generator=generator).argsort(dim=1)  # one permutation per image
+    tiles = tiles[torch.arange(B)[:, None], order]
     return tiles.reshape(B, g, g, C, patch, patch).permute(0, 3, 1, 4, 2, 5).reshape(B, C, H, W)
 
 
 @torch.no_grad()
 def shuffled_accuracy(model: nn.Module, test: Split, device: torch.device, patch: int) -> float:
-    """Accuracy when each test image's patches are shuffled: what position information is worth."""
+    """Accuracy when every test image's patches are put in a random order of its own: what the
+    model makes of the pieces without their layout."""
     generator = torch.Generator().manual_seed(0)
+    in_chans, size = input_shape(model)
+    model.eval()
     correct = 0
-    in_chans = next(m for m in model.modules() if isinstance(m, nn.Conv2d)).in_channels
     for start in range(0, len(test), 500):
-        x = to_input(test.images[start : start + 500], device)
-        x = shuffle_patches(x, patch, generator)
-        correct += int((model(match_channels(x, in_chans)).argmax(1).cpu() == test.labels[start : start + 500]).sum())
+        x = shuffle_patches(to_input(test.images[start : start + 500], torch.device("cpu")), patch, generator)
+        logits = model(fit_input(x.to(device), in_chans, size)).cpu()
+        correct += int((logits.argmax(1) == test.labels[start : start + 500]).sum())
     return correct / max(len(test), 1)
 
 
@@ -252,125 +311,205 @@ def attention_cost(
     dim: int = 64,
     heads: int = 4,
     batch: int = 8,
-    repeats: int = 10,
-) -> list[dict[str, float]]:
-    """Milliseconds per attention forward at growing token counts: fused SDPA vs explicit softmax."""
+    rounds: int = 5,
+    repeats: int = 5,
+) -> list[dict[str, Any]]:
+    """Milliseconds per attention forward at growing token counts, fused SDPA against the explicit
+    softmax, from interleaved rounds (median, min, max)."""
     rows = []
     d = dim // heads
     for n in tokens:
         q, k, v = (torch.randn(batch, heads, n, d) for _ in range(3))
-        rows.append(
-            {
-                "tokens": n,
-                "fused_ms": _time_ms(_fused, q, k, v, repeats),
-                "explicit_ms": _time_ms(_explicit, q, k, v, repeats),
-            }
-        )
+        samples: dict[str, list[float]] = {"fused": [], "explicit": []}
+        with torch.inference_mode():
+            for r in range(rounds + 1):
+                for name in ("fused", "explicit") if r % 2 == 0 else ("explicit", "fused"):
+                    fn = _fused if name == "fused" else _explicit
+                    start = time.perf_counter()
+                    for _ in range(repeats):
+                        fn(q, k, v)
+                    if r:
+                        samples[name].append((time.perf_counter() - start) / repeats * 1000)
+        rows.append({"tokens": n} | {f"{name}_ms": spread(times, 3) for name, times in samples.items()})
     return rows
 
 
 def _fused(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    return F.scaled_dot_product_attention(q, k, v)
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v)
 
 
 def _explicit(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return ((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)).softmax(-1) @ v
 
 
-def _time_ms(fn: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, repeats: int) -> float:
-    with torch.inference_mode():
-        fn(q, k, v)
-        start = time.perf_counter()
-        for _ in range(repeats):
-            fn(q, k, v)
-    return round((time.perf_counter() - start) / repeats * 1000, 3)
+def pretrained_route_cost(rounds: int = 5) -> dict[str, Any]:
+    """What the ImageNet-pretrained route costs: timm's ``vit_tiny_patch16_224`` (built with
+    ``pretrained=False``: the same network without the download) at 224x224 RGB, against the
+    shipped model's architecture at 28x28, in interleaved rounds (inference, batch 16, and one
+    image)."""
+    import timm
+
+    from training.config import PRESETS
+
+    tiny = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10)
+    ours = build_model(PRESETS["shipped"]["model"])
+    models = {"vit_tiny": tiny, "shipped": ours}
+    speeds = interleaved_speeds(models, rounds=rounds, train_steps=1, train_batch=16, infer_batch=16)
+    return {
+        name: {
+            "parameters": count_parameters(m),
+            "input": f"{input_shape(m)[0]}x{input_shape(m)[1]}x{input_shape(m)[1]}",
+            "mflops_per_image": round(flops_per_image(m) / 1e6, 2),
+        }
+        | speeds[name]
+        for name, m in models.items()
+    }
 
 
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
+# --- results: aggregate the runs, compare, write tables and plots ---------------------------------
 
 
-def _write(out: Path, suite: str, results: list[dict[str, Any]], budget: dict[str, Any]) -> None:
-    (out / "results.json").write_text(json.dumps({"suite": suite, "budget": budget, "results": results}, indent=2))
-    columns = sorted({k for r in results for k in r if k not in ("overrides", "budget")}, key=_column_order)
-    with open(out / "results.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(results)
-    (out / "results.md").write_text(markdown_table(results))
-    if results:
-        from training.plots import plot_bars
+def collect(out: Path, suite_name: str, budget: dict[str, Any]) -> dict[str, Any]:
+    """Every finished run of the suite, the per-variant summary and the paired comparisons."""
+    suite = SUITES[suite_name]
+    costs_file = out / "costs.json"
+    costs = json.loads(costs_file.read_text()) if costs_file.is_file() else {}
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for variant in suite.variants:
+        found = sorted((out / "runs").glob(f"{run_name(variant, 0).rsplit('-seed', 1)[0]}-seed*/result.json"))
+        found_runs = [json.loads(p.read_text()) for p in found]
+        runs[variant] = sorted((r for r in found_runs if r.get("budget") == budget), key=lambda r: r["seed"])
+    rows = [summarise(v, runs[v], costs.get("variants", {}).get(v, {})) for v in suite.variants if runs[v]]
+    comparisons = [compare(out, a, b, runs[a], runs[b]) for a, b in suite.comparisons if runs[a] and runs[b]]
+    wall = sum(r["train_wall_s"] for rs in runs.values() for r in rs)
+    return {
+        "suite": suite_name,
+        "question": suite.question,
+        "budget": budget,
+        "train_wall_min": round(wall / 60, 1),
+        "rows": rows,
+        "comparisons": comparisons,
+        "costs": {k: v for k, v in costs.items() if k != "variants"},
+        "runs": runs,
+    }
 
-        plot_bars(
-            [r["variant"] for r in results],
-            [100 * r["test_accuracy"] for r in results],
+
+def summarise(variant: str, runs: list[dict[str, Any]], costs: dict[str, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {"variant": variant, "seeds": [r["seed"] for r in runs]}
+    for key in ("test_accuracy", "test_loss", "val_loss", "shuffled_patch_accuracy"):
+        values = [r[key] for r in runs if r.get(key) is not None]
+        if values:
+            mean, sd = mean_sd(values)
+            row[key] = {"mean": round(mean, 5), "sd": round(sd, 5)}
+    row["train_wall_s"] = round(sum(r["train_wall_s"] for r in runs) / len(runs), 1)
+    return row | costs
+
+
+def compare(out: Path, a: str, b: str, runs_a: list[dict[str, Any]], runs_b: list[dict[str, Any]]) -> dict[str, Any]:
+    """A against B: mean accuracy difference and McNemar's test for every seed both have run."""
+    seeds = sorted({r["seed"] for r in runs_a} & {r["seed"] for r in runs_b})
+    tests = []
+    for seed in seeds:
+        correct_a = np.load(out / "runs" / run_name(a, seed) / "test_correct.npy")
+        correct_b = np.load(out / "runs" / run_name(b, seed) / "test_correct.npy")
+        tests.append({"seed": seed} | mcnemar(correct_a, correct_b))
+    acc = {r["seed"]: r["test_accuracy"] for r in runs_a}, {r["seed"]: r["test_accuracy"] for r in runs_b}
+    diff = 100 * sum(acc[0][s] - acc[1][s] for s in seeds) / max(len(seeds), 1)
+    return {"a": a, "b": b, "diff_points": round(diff, 2), "tests": tests, "verdict": verdict(a, b, diff, tests)}
+
+
+def write_results(out: Path, suite_name: str, budget: dict[str, Any]) -> dict[str, Any]:
+    results = collect(out, suite_name, budget)
+    results["markdown"] = markdown(results)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    (out / "results.md").write_text(results["markdown"])
+    _write_csv(out / "results.csv", results["rows"])
+    if results["rows"]:
+        from training.plots import plot_curves_by_variant, plot_error_bars
+
+        rows = results["rows"]
+        names = [r["variant"] for r in rows]
+        plot_error_bars(
+            names,
+            [100 * r["test_accuracy"]["mean"] for r in rows],
+            [100 * r["test_accuracy"]["sd"] for r in rows],
             "test accuracy %",
             out / "accuracy.png",
         )
-        plot_bars(
-            [r["variant"] for r in results],
-            [r["train_images_per_s"] for r in results],
-            "training images/s",
-            out / "train_speed.png",
-        )
+        if all("train_images_per_s" in r for r in rows):
+            speeds = [r["train_images_per_s"] for r in rows]
+            plot_error_bars(
+                names,
+                [s["median"] for s in speeds],
+                [(s["median"] - s["min"], s["max"] - s["median"]) for s in speeds],
+                "training images/s",
+                out / "train_speed.png",
+            )
+        plot_curves_by_variant(results["runs"], out / "curves.png")
+    return results
 
 
-def _column_order(name: str) -> tuple[int, str]:
-    first = ["variant", "tokens", "parameters", "test_accuracy", "shuffled_patch_accuracy", "mflops_per_image"]
-    return (first.index(name) if name in first else len(first), name)
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    flat = [_flatten(r) for r in rows]
+    columns = list(dict.fromkeys(k for r in flat for k in r))
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(flat)
 
 
-def markdown_table(results: list[dict[str, Any]]) -> str:
-    """The results as a Markdown table, for docs/RESULTS.md."""
-    keys = _table_keys(results)
-    head = [
-        "variant",
-        "tokens",
-        "params",
-        "test acc %",
-        "shuffled acc %",
-        "MFLOPs/img",
-        "train img/s",
-        "latency ms",
-        "infer img/s",
-        "activations MB/128",
-    ]
-    head = [h for h, k in zip(head, _ALL_KEYS, strict=True) if k in keys]
-    rows = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-    for r in results:
-        cells = [_cell(k, r.get(k)) for k in keys]
-        rows.append("| " + " | ".join(cells) + " |")
-    return "\n".join(rows) + "\n"
+def _flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in row.items():
+        if isinstance(value, dict):
+            flat |= _flatten(value, f"{prefix}{key}_")
+        elif isinstance(value, list):
+            flat[prefix + key] = " ".join(map(str, value))
+        else:
+            flat[prefix + key] = value
+    return flat
 
 
-_ALL_KEYS = [
-    "variant",
-    "tokens",
-    "parameters",
-    "test_accuracy",
-    "shuffled_patch_accuracy",
-    "mflops_per_image",
-    "train_images_per_s",
-    "latency_ms",
-    "images_per_s",
-    "activation_mb_per_128",
-]
+def markdown(results: dict[str, Any]) -> str:
+    """The suite's tables for docs/RESULTS.md: the variants, then the paired comparisons."""
+    rows = results["rows"]
+    shuffled = any("shuffled_patch_accuracy" in r for r in rows)
+    head = ["variant", "seeds", "tokens", "params", "MFLOPs/img", "test acc %", "test loss", "val loss"]
+    head += ["shuffled acc %"] if shuffled else []
+    head += ["train img/s", "latency ms", "infer img/s", "activations MB/128"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for r in rows:
+        cells = [
+            r["variant"],
+            str(len(r["seeds"])),
+            str(r.get("tokens", "")),
+            f"{r['parameters']:,}" if "parameters" in r else "",
+            str(r.get("mflops_per_image", "")),
+            _mean_sd(r.get("test_accuracy"), 100),
+            _mean_sd(r.get("test_loss"), 1, 3),
+            _mean_sd(r.get("val_loss"), 1, 3),
+        ]
+        cells += [_mean_sd(r.get("shuffled_patch_accuracy"), 100)] if shuffled else []
+        cells += [_speed(r.get(k)) for k in ("train_images_per_s", "latency_ms", "images_per_s")]
+        cells += [str(r.get("activation_mb_per_128", ""))]
+        lines.append("| " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n"
+    if results["comparisons"]:
+        text += "\n| A vs B | A - B, points (seed mean) | McNemar p per seed (A only / B only right) | reading |\n"
+        text += "| --- | --- | --- | --- |\n"
+        for c in results["comparisons"]:
+            tests = "; ".join(f"{t['p']:.2g} ({t['a_only']}/{t['b_only']})" for t in c["tests"])
+            text += f"| {c['a']} vs {c['b']} | {c['diff_points']:+.2f} | {tests} | {c['verdict']} |\n"
+    return text
 
 
-def _table_keys(results: list[dict[str, Any]]) -> list[str]:
-    shuffled = any("shuffled_patch_accuracy" in r for r in results)
-    return [k for k in _ALL_KEYS if k != "shuffled_patch_accuracy" or shuffled]
-
-
-def _cell(key: str, value: Any) -> str:
+def _mean_sd(value: dict[str, float] | None, scale: float, digits: int = 2) -> str:
     if value is None:
         return ""
-    if key in ("test_accuracy", "shuffled_patch_accuracy"):
-        return f"{100 * value:.2f}"
-    if key == "parameters":
-        return f"{value:,}"
-    return str(value)
+    return f"{scale * value['mean']:.{digits}f} ± {scale * value['sd']:.{digits}f}"
 
 
-def _print_table(results: list[dict[str, Any]]) -> None:
-    print(markdown_table(results), end="")
+def _speed(value: dict[str, float] | None) -> str:
+    if value is None:
+        return ""
+    return f"{value['median']:g} ({value['min']:g}-{value['max']:g})"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -75,15 +76,55 @@ def plot_curves(records: Sequence[dict[str, float]], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_bars(labels: Sequence[str], values: Sequence[float], ylabel: str, path: Path) -> None:
-    """One bar per variant, its value written on it."""
-    fig, ax = plt.subplots(figsize=(max(3.0, 0.9 * len(labels) + 1), 2.8), dpi=100)
-    bars = ax.bar(range(len(values)), values, color="#0b57d0")
-    ax.bar_label(bars, fmt="%.4g", fontsize=7)
+def plot_error_bars(
+    labels: Sequence[str],
+    values: Sequence[float],
+    errors: Sequence[float] | Sequence[tuple[float, float]],
+    ylabel: str,
+    path: Path,
+) -> None:
+    """One bar per variant with its error bar (a standard deviation, or (below, above) extents),
+    its value written on it. An accuracy axis starts near the lowest bar, and says so."""
+    fig, ax = plt.subplots(figsize=(max(3.0, 0.9 * len(labels) + 1), 3.0), dpi=100)
+    err = np.asarray(errors, dtype=float)
+    yerr = err.T if err.ndim == 2 else err
+    bars = ax.bar(range(len(values)), values, yerr=yerr, capsize=3, color="#0b57d0", ecolor="#444")
+    ax.bar_label(bars, fmt="%.4g", fontsize=7, label_type="center", color="white")
     ax.set_xticks(range(len(labels)), labels, rotation=20, fontsize=8)
-    ax.set_ylabel(ylabel)
     if values and min(values) > 0 and ylabel.startswith("test accuracy"):
-        ax.set_ylim(max(0.0, min(values) - 2), 100)
+        floor = max(0.0, np.floor(min(values) - 2))
+        ax.set_ylim(floor, 100)
+        ylabel = f"{ylabel} (axis from {floor:g})"
+    ax.set_ylabel(ylabel, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_curves_by_variant(runs: dict[str, list[dict[str, Any]]], path: Path) -> None:
+    """Training loss against step (mean over seeds, band from min to max) and validation loss at
+    each epoch's end (mean over seeds), one colour per variant."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3.0), dpi=100)
+    for k, (variant, seeds) in enumerate(runs.items()):
+        curves = [np.asarray(r["train_curve"], dtype=float) for r in seeds if r.get("train_curve")]
+        if not curves:
+            continue
+        colour = f"C{k % 10}"
+        length = min(len(c) for c in curves)
+        steps = curves[0][:length, 0]
+        losses = np.stack([c[:length, 1] for c in curves])
+        a.plot(steps, losses.mean(0), color=colour, lw=1, label=variant)
+        a.fill_between(steps, losses.min(0), losses.max(0), color=colour, alpha=0.2, lw=0)
+        epochs = [[e for e in r["epochs"] if e.get("val_loss") is not None] for r in seeds]
+        n_epochs = min(len(e) for e in epochs)
+        if n_epochs:
+            val = np.array([[e[i]["val_loss"] for i in range(n_epochs)] for e in epochs])
+            b.errorbar(range(1, n_epochs + 1), val.mean(0), yerr=val.std(0), color=colour, marker="o", ms=3, capsize=2)
+    a.set(xlabel="step", ylabel="training loss", yscale="log")
+    b.set(xlabel="epoch", ylabel="validation loss", yscale="log")
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+    a.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -28,7 +28,7 @@ from training.config import TrainConfig
 from training.data import MEAN, STD, Split, dataset_checksum, load_split, prepare_root, train_val_split
 from training.distributed import DistInfo, barrier, init_distributed, shutdown
 from training.ema import ModelEma
-from training.engine import EpochStats, accuracy, train_one_epoch
+from training.engine import EpochStats, accuracy, predict, score, train_one_epoch
 from training.export import export_next_to
 from training.pictures import TRAIN_KINDS, non_digits, picture_set, typed_digit_pictures
 from training.state import ResumeState, load_state, save_state
@@ -146,10 +146,7 @@ def _setup(cfg: TrainConfig, device: torch.device, dist_info: DistInfo, train_si
         model.load_state_dict(start.model.state_dict())
     per_rank_batch = max(cfg.batch_size // dist_info.world_size, 1)
     steps_per_epoch = math.ceil(train_size // dist_info.world_size / per_rank_batch)
-    decay, no_decay = _param_groups(model)
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
-    )
+    optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr)
     dtype = amp_dtype(cfg.amp, device)
     return _Session(
         cfg=cfg,
@@ -225,17 +222,21 @@ def _run(cfg: TrainConfig, device: torch.device, dist_info: DistInfo, resume: bo
     started = time.perf_counter()
     for epoch in range(position.epoch, cfg.epochs):
         stats = _train_epoch(s, train, epoch)
-        val_acc = accuracy(s.evaluated, val, device)
+        val_acc, val_loss = score(predict(s.evaluated, val, device), val.labels)
+        steps_before = position.step
         position.epoch, position.step = epoch + 1, position.step + stats.images // s.per_rank_batch
         record = {
             "epoch": epoch + 1,
             "train_loss": round(stats.loss, 5),
             "train_acc": round(stats.accuracy, 5),
             "val_acc": round(val_acc, 5),
+            "val_loss": round(val_loss, 5),
             "lr": s.scheduler.get_last_lr()[0],
             "images_per_s": round(stats.images_per_s * dist_info.world_size, 1),
             "epoch_s": round(stats.seconds, 2),
             "elapsed_s": round(time.perf_counter() - started, 2),
+            # (global step, mean training loss of the steps before it) every 50 steps
+            "train_curve": [[steps_before + step, loss] for step, loss in stats.curve],
         }
         if dist_info.is_main:
             _end_epoch(s, position, record, checksum, state_file)
@@ -277,7 +278,8 @@ def _finish(cfg: TrainConfig, best_path: Path, test: Split, device: torch.device
     if cfg.output is not None:
         cfg.output.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(best_path, cfg.output)
-    export_next_to(cfg.output or best_path)  # the serving artifact, next to the checkpoint
+    if cfg.export:
+        export_next_to(cfg.output or best_path)  # the serving artifact, next to the checkpoint
     log.info("test accuracy %.4f on %d images; best checkpoint %s", test_acc, len(test), cfg.output or best_path)
     return training
 
@@ -303,14 +305,38 @@ def _meta(cfg: TrainConfig, checksum: str, record: dict[str, Any], params: int) 
     )
 
 
-def _param_groups(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-    """Weight decay on matrices and conv kernels only; not on biases, norms, tokens, positions."""
+def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """AdamW's parameter groups: weight decay on matrices and conv kernels only (not on biases,
+    norms, tokens, positions); with ``stem_lr_scale`` != 1, the patch-embedding kernel in a group
+    of its own whose learning rate is scaled and whose decay is divided by the same factor, so
+    that the decay per step (lr x decay) is unchanged."""
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
+    stem: list[nn.Parameter] = []  # the stem kernel, when its step is scaled
+    stem_kernel = _stem_kernel(model) if cfg.stem_lr_scale != 1.0 else None
     for p in model.parameters():
-        if p.requires_grad:
+        if not p.requires_grad:
+            continue
+        if p is stem_kernel:
+            stem.append(p)
+        else:
             (decay if p.ndim >= 2 and p.shape[0] != 1 else no_decay).append(p)
-    return decay, no_decay
+    groups: list[dict[str, Any]] = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if stem:
+        scale = cfg.stem_lr_scale
+        groups.append({"params": stem, "weight_decay": cfg.weight_decay / scale, "lr": cfg.lr * scale})
+    return groups
+
+
+def _stem_kernel(model: nn.Module) -> torch.Tensor:
+    """The kernel of the first convolution: the linear patch embedding's (ours and timm's)."""
+    proj = getattr(getattr(model, "patch_embed", None), "proj", None)
+    if not isinstance(proj, nn.Conv2d):
+        raise ConfigError("stem_lr_scale needs the linear patch embedding (stem='linear')")
+    return proj.weight
 
 
 def _git_commit() -> str:

@@ -1,18 +1,25 @@
 import csv
 import json
 
+import numpy as np
+import pytest
 import torch
+import torch.nn.functional as F
 
+from model import ViTConfig, build_model
 from tests.conftest import MNIST_SLICE
 from training.cli import main
-from training.experiments import attention_cost, shuffle_patches
+from training.config import TrainConfig
+from training.costs import flops_per_image, interleaved_speeds, vit_flops
+from training.experiments import SUITES, attention_cost, budget_tag, shuffle_patches
+from training.stats import mcnemar, verdict
+from training.train import param_groups
 
 
-def test_experiments_quick_suite_writes_results_and_resumes(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    args = [
+def _suite_args(tmp_path, suite, *extra):
+    return [
         "experiments",
-        "posenc",
+        suite,
         "--quick",
         "--limit",
         "300",
@@ -22,36 +29,146 @@ def test_experiments_quick_suite_writes_results_and_resumes(tmp_path, monkeypatc
         str(tmp_path / "exp"),
         "--device",
         "cpu",
+        *extra,
     ]
+
+
+def test_suite_runs_every_variant_per_seed_compares_them_and_resumes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = _suite_args(tmp_path, "posenc", "--seeds", "0", "1", "--no-costs")
     assert main(args) == 0
-    out = tmp_path / "exp" / "posenc"
+    out = next((tmp_path / "exp").glob("posenc-*"))
+    results = json.loads((out / "results.json").read_text())
+    assert [r["variant"] for r in results["rows"]] == ["learned", "sincos2d", "none"]
+    for row in results["rows"]:
+        assert row["seeds"] == [0, 1]
+        assert row["test_loss"]["mean"] > 0 and row["val_loss"]["mean"] > 0
+        assert "shuffled_patch_accuracy" in row
+    runs = results["runs"]["learned"]
+    assert runs[0]["test_accuracy"] != runs[1]["test_accuracy"] or runs[0]["test_loss"] != runs[1]["test_loss"]
+    assert runs[0]["train_curve"] and runs[0]["epochs"][0]["val_loss"] > 0
+    # the paired tests read the per-image correctness each run kept
+    correct = np.load(out / "runs" / "learned-seed0" / "test_correct.npy")
+    assert correct.dtype == bool and len(correct) == runs[0]["test_images"]
+    first = results["comparisons"][0]
+    assert (first["a"], first["b"]) == ("sincos2d", "learned") and [t["seed"] for t in first["tests"]] == [0, 1]
+    assert "McNemar" in (out / "results.md").read_text()
     with open(out / "results.csv") as fh:
-        rows = list(csv.DictReader(fh))
-    assert [r["variant"] for r in rows] == ["learned", "sincos2d", "none"]
-    assert all(int(r["tokens"]) == 50 for r in rows)
-    assert all(0 <= float(r["test_accuracy"]) <= 1 and 0 <= float(r["shuffled_patch_accuracy"]) <= 1 for r in rows)
-    assert int(rows[2]["parameters"]) < int(rows[0]["parameters"])  # no learned position table
-    assert all(float(r["mflops_per_image"]) > 0 and float(r["activation_mb_per_128"]) > 0 for r in rows)
-    for png in ("accuracy.png", "train_speed.png"):
+        assert [r["variant"] for r in csv.DictReader(fh)] == ["learned", "sincos2d", "none"]
+    for png in ("accuracy.png", "curves.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
-    stamp = (out / "runs" / "learned" / "metrics.jsonl").stat().st_mtime
-    assert main(args) == 0  # resumed: finished variants are not trained again
-    assert (out / "runs" / "learned" / "metrics.jsonl").stat().st_mtime == stamp
-    assert len(json.loads((out / "results.json").read_text())["results"]) == 3
+    stamp = (out / "runs" / "learned-seed0" / "metrics.jsonl").stat().st_mtime
+    assert main(args) == 0  # resumed: finished runs are not trained again
+    assert (out / "runs" / "learned-seed0" / "metrics.jsonl").stat().st_mtime == stamp
 
 
-def test_shuffle_patches_is_a_permutation_of_patches():
-    x = torch.arange(2 * 28 * 28, dtype=torch.float32).reshape(2, 1, 28, 28)
+def test_suite_measures_costs_once_per_variant(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(_suite_args(tmp_path, "pooling", "--seeds", "0")) == 0
+    out = next((tmp_path / "exp").glob("pooling-*"))
+    rows = {r["variant"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    assert rows["cls-token"]["tokens"] == 50 and rows["mean-pool"]["tokens"] == 49
+    assert rows["cls-token"]["mflops_per_image"] == round(vit_flops(ViTConfig(stem="linear")) / 1e6, 2)
+    for row in rows.values():
+        speed = row["train_images_per_s"]
+        assert speed["n"] == 5 and speed["min"] <= speed["median"] <= speed["max"]
+    assert (out / "train_speed.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("patch", [2, 4, 7])
+def test_flops_include_attention_on_both_paths_and_match_the_hand_count(patch):
+    config = ViTConfig(patch_size=patch, stem="linear")
+    ours = build_model(config)
+    expected = vit_flops(config)
+    assert flops_per_image(ours) == expected  # fused SDPA path
+    assert flops_per_image(ours, ours.forward_with_attention) == expected  # explicit softmax path
+    assert flops_per_image(build_model(config.replace(impl="timm"))) == expected
+
+
+def test_hand_count_matches_the_figures_a_reviewer_computed():
+    # width 64, depth 6, MLP ratio 2, class token: 23.60 MFLOPs at patch 4, 137.2 at patch 2
+    assert round(vit_flops(ViTConfig(stem="linear")) / 1e6, 2) == 23.60
+    assert round(vit_flops(ViTConfig(patch_size=2, stem="linear")) / 1e6, 1) == 137.2
+
+
+def test_mcnemar_exact_p_values():
+    a = np.array([True] * 10 + [False] * 17)
+    b = np.array([False] * 10 + [True] * 17)
+    both = np.ones(50, dtype=bool)
+    assert mcnemar(both, both) == {"a_only": 0, "b_only": 0, "p": 1.0}
+    result = mcnemar(np.zeros(17, dtype=bool), np.ones(17, dtype=bool))
+    assert result["p"] == pytest.approx(2 / 2**17)
+    # 10 against 17 discordant images: two-sided binomial tail, P(X <= 10 | n=27, 1/2) * 2
+    assert mcnemar(a, b)["p"] == pytest.approx(0.2478, abs=1e-4)
+    assert mcnemar(b, a)["p"] == mcnemar(a, b)["p"]
+
+
+def test_verdict_claims_a_difference_only_when_every_seed_agrees():
+    sig = {"p": 0.01, "a_only": 40, "b_only": 10}
+    weak = {"p": 0.2, "a_only": 30, "b_only": 22}
+    assert verdict("A", "B", 0.3, [sig, sig, sig]) == "A > B"
+    assert verdict("A", "B", 0.3, [sig, weak, sig]) == "no measurable difference"
+    flipped = {"p": 0.01, "a_only": 10, "b_only": 40}
+    assert verdict("A", "B", -0.3, [flipped] * 3) == "A < B"
+
+
+def test_faster_stem_control_makes_1_channel_training_equal_the_3_channel_model():
+    """Replicated RGB under AdamW = the 1-channel model with its stem kernel's step tripled (decay
+    divided by 3): the 3-channel kernels, summed over channels, follow the 1-channel kernel."""
+    torch.manual_seed(0)
+    rgb = build_model(ViTConfig(in_chans=3, stem="linear", depth=1))
+    grey = build_model(ViTConfig(in_chans=1, stem="linear", depth=1))
+    state = rgb.state_dict()
+    state["patch_embed.proj.weight"] = state["patch_embed.proj.weight"].sum(1, keepdim=True)
+    grey.load_state_dict(state)
+    opt_rgb = torch.optim.AdamW(param_groups(rgb, TrainConfig(lr=1e-2)), lr=1e-2)
+    opt_grey = torch.optim.AdamW(param_groups(grey, TrainConfig(lr=1e-2, stem_lr_scale=3.0)), lr=1e-2)
+    for _ in range(5):
+        x, y = torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
+        for model, opt, inp in ((rgb, opt_rgb, x.expand(-1, 3, -1, -1)), (grey, opt_grey, x)):
+            opt.zero_grad()
+            F.cross_entropy(model(inp), y).backward()
+            opt.step()
+    summed = rgb.patch_embed.proj.weight.sum(1, keepdim=True)
+    torch.testing.assert_close(summed, grey.patch_embed.proj.weight, atol=1e-5, rtol=1e-4)
+    # without the control the 1-channel kernel moves a third as far
+    plain = build_model(ViTConfig(in_chans=1, stem="linear", depth=1))
+    assert len(param_groups(plain, TrainConfig())) == 2
+
+
+def test_timm_suite_has_both_stem_controls():
+    variants = SUITES["timm"].variants
+    assert variants["ours-1ch-stem3x"] == {"stem_lr_scale": 3.0}
+    assert variants["ours-3ch-stem1/3"]["in_chans"] == 3
+
+
+def test_budget_tag_separates_other_budgets():
+    assert budget_tag({}, {}) == ""
+    assert budget_tag({"epochs": 10}, {}) == "-epochs10"
+    assert budget_tag({"epochs": 2, "limit": 12000}, {"epochs": 2, "limit": 12000}) == ""
+
+
+def test_shuffle_patches_gives_every_image_its_own_order():
+    x = torch.arange(28 * 28, dtype=torch.float32).reshape(1, 1, 28, 28).repeat(8, 1, 1, 1)
     y = shuffle_patches(x, 7, torch.Generator().manual_seed(0))
     assert not torch.equal(x, y)
     assert torch.equal(x.flatten(1).sort(dim=1).values, y.flatten(1).sort(dim=1).values)
-    assert _tiles(x) == _tiles(y)
+    assert all(_tiles(x[i]) == _tiles(y[i]) for i in range(8))
+    assert len({tuple(y[i].flatten().tolist()) for i in range(8)}) > 1  # not one order for all
 
 
 def _tiles(t: torch.Tensor) -> set[tuple[float, ...]]:
-    return {tuple(t[0, 0, r : r + 7, c : c + 7].flatten().tolist()) for r in range(0, 28, 7) for c in range(0, 28, 7)}
+    return {tuple(t[0, r : r + 7, c : c + 7].flatten().tolist()) for r in range(0, 28, 7) for c in range(0, 28, 7)}
+
+
+def test_interleaved_speeds_report_median_and_spread():
+    models = {"small": build_model(ViTConfig(depth=1, dim=16, heads=2)), "big": build_model(ViTConfig(depth=2))}
+    speeds = interleaved_speeds(models, rounds=3, train_steps=1, train_batch=8, infer_batch=8, latency_repeats=2)
+    for figures in speeds.values():
+        for key in ("train_images_per_s", "latency_ms", "images_per_s"):
+            assert figures[key]["n"] == 3 and figures[key]["min"] <= figures[key]["median"] <= figures[key]["max"]
 
 
 def test_attention_cost_grows_with_tokens():
-    rows = attention_cost(tokens=(16, 256), repeats=2)
-    assert rows[1]["explicit_ms"] > rows[0]["explicit_ms"]
+    rows = attention_cost(tokens=(16, 256), rounds=2, repeats=2)
+    assert rows[1]["explicit_ms"]["median"] > rows[0]["explicit_ms"]["median"]

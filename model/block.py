@@ -45,8 +45,10 @@ class Block(nn.Module):
         heads: attention heads.
         mlp_ratio: MLP hidden width as a multiple of ``dim``.
         dropout: dropout in the MLP and after the attention projection.
-        attn_dropout: dropout on attention probabilities.
+        attn_dropout: dropout on attention probabilities (of the default full attention).
         drop_path: stochastic-depth rate of both residual branches.
+        attention: the attention module (:mod:`model.efficient_attention`); full multi-head
+            attention (:class:`~model.attention.Attention`) if None.
     """
 
     def __init__(
@@ -57,10 +59,13 @@ class Block(nn.Module):
         dropout: float = 0.0,
         attn_dropout: float = 0.0,
         drop_path: float = 0.0,
+        attention: nn.Module | None = None,
     ):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = Attention(dim, heads, attn_dropout=attn_dropout, proj_dropout=dropout)
+        if attention is None:
+            attention = Attention(dim, heads, attn_dropout=attn_dropout, proj_dropout=dropout)
+        self.attn = attention
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), dropout=dropout)
         self.drop_path = DropPath(drop_path)

@@ -14,12 +14,14 @@ PosEmbed = Literal["learned", "sincos2d", "none"]
 Pool = Literal["cls", "mean"]
 Stem = Literal["linear", "conv"]
 Impl = Literal["ours", "timm"]
+AttentionKind = Literal["full", "window", "linear", "kvpool"]
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "pos_embed": ("learned", "sincos2d", "none"),
     "pool": ("cls", "mean"),
     "stem": ("linear", "conv"),
     "impl": ("ours", "timm"),
+    "attention": ("full", "window", "linear", "kvpool"),
 }
 
 
@@ -48,6 +50,16 @@ class ViTConfig:
         stem: ``linear`` patch embedding (one strided conv) or a ``conv`` stem of 3x3 convolutions
             (Xiao et al. 2021); the conv stem needs a power-of-two patch size.
         impl: ``ours`` (this package's ViT) or ``timm`` (timm's VisionTransformer, for comparison).
+        attention: the token mixer of every block (:mod:`model.efficient_attention`): ``full``
+            softmax attention over all tokens (the only kind with attention maps), ``window``
+            (Swin-style local windows, shifted in every odd block), ``linear`` (kernelised,
+            Katharopoulos et al. 2020) or ``kvpool`` (keys and values from average-pooled tokens,
+            PVT's spatial reduction without parameters). The non-full kinds work on the patch grid,
+            so they need ``impl='ours'`` and ``pool='mean'`` (no class token).
+        window: side of the square attention window in patches (``window`` attention only); must
+            divide ``grid_size``.
+        kv_pool: ``kvpool`` attention only: keys and values come from tokens averaged over
+            ``kv_pool`` x ``kv_pool`` patches; must divide ``grid_size``.
     """
 
     image_size: int = 28
@@ -65,13 +77,17 @@ class ViTConfig:
     pool: Pool = "cls"
     stem: Stem = "linear"
     impl: Impl = "ours"
+    attention: AttentionKind = "full"
+    window: int = 7
+    kv_pool: int = 2
 
     def __post_init__(self) -> None:
         for name, choices in _CHOICES.items():
             value = getattr(self, name)
             if value not in choices:
                 raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
-        for name in ("image_size", "patch_size", "in_chans", "num_classes", "dim", "depth", "heads"):
+        positive = ("image_size", "patch_size", "in_chans", "num_classes", "dim", "depth", "heads", "window", "kv_pool")
+        for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer; got {value!r}")
@@ -93,6 +109,27 @@ class ViTConfig:
             )
         if self.impl == "timm" and (self.stem != "linear" or self.pos_embed != "learned"):
             raise ConfigError("impl='timm' supports only stem='linear' and pos_embed='learned'")
+        if self.attention != "full":
+            self._check_efficient_attention()
+
+    def _check_efficient_attention(self) -> None:
+        """The non-full attention kinds attend over the patch grid, so the tokens must be exactly it."""
+        kind = f"attention={self.attention!r}"
+        if self.impl != "ours":
+            raise ConfigError(f"{kind} needs impl='ours' (timm's ViT has full attention only); got impl={self.impl!r}")
+        if self.pool != "mean":
+            raise ConfigError(
+                f"{kind} needs pool='mean': it attends over the patch grid, which a class token is not "
+                f"part of; got pool={self.pool!r}"
+            )
+        divisors = {"window": "window", "kvpool": "kv_pool"}
+        if self.attention in divisors:
+            name = divisors[self.attention]
+            value = getattr(self, name)
+            if self.grid_size % value:
+                raise ConfigError(
+                    f"{name} ({value}) must divide grid_size ({self.grid_size} = image_size // patch_size) for {kind}"
+                )
 
     @property
     def grid_size(self) -> int:

@@ -44,9 +44,16 @@ def export_onnx(ckpt: LoadedCheckpoint, path: str | Path | None = None, seed: in
     """Export ``ckpt`` to ONNX at ``path`` (default: next to the checkpoint, ``.onnx``), atomically.
 
     Raises:
-        CheckpointError: the export does not reproduce the PyTorch model within :data:`TOLERANCE`.
+        CheckpointError: the model has no attention maps (``attention`` other than ``full``), which
+            the serving artifact carries; or the export does not reproduce the PyTorch model within
+            :data:`TOLERANCE`.
     """
     path = Path(path) if path is not None else onnx_path_for(ckpt.path)
+    if ckpt.meta.config.attention != "full":
+        raise CheckpointError(
+            f"{ckpt.path}: attention={ckpt.meta.config.attention!r} has no attention maps, which the export "
+            f"serves; only attention='full' models can be exported"
+        )
     model = WithAttention(ckpt.model.float().cpu()).eval()
     pre, chans = ckpt.meta.preprocess, ckpt.meta.config.in_chans
     probe = torch.from_numpy(probe_input(chans, pre.image_size))

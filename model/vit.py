@@ -10,6 +10,7 @@ from torch import nn
 
 from model.block import Block
 from model.config import ViTConfig
+from model.efficient_attention import build_attention
 from model.embedding import ConvStem, PatchEmbed, sincos_2d
 
 
@@ -18,7 +19,8 @@ class ViT(nn.Module):
 
     ``forward(x)`` returns logits (B, classes). ``forward_with_attention(x)`` returns
     ``(logits, attention)`` with attention (B, layers, heads, N, N), N = prefix + patch tokens,
-    computed by an explicit softmax; the logits are the same as on the fused path.
+    computed by an explicit softmax; the logits are the same as on the fused path. Only full
+    attention has maps: with another ``config.attention`` it raises ValueError.
     """
 
     pos_table: torch.Tensor  # the fixed sincos2d table, a buffer (only with pos_embed="sincos2d")
@@ -44,7 +46,8 @@ class ViT(nn.Module):
         self.pos_drop = nn.Dropout(c.dropout)
         rates = [c.drop_path * i / max(c.depth - 1, 1) for i in range(c.depth)]
         self.blocks = nn.ModuleList(
-            Block(c.dim, c.heads, c.mlp_ratio, c.dropout, c.attn_dropout, rate) for rate in rates
+            Block(c.dim, c.heads, c.mlp_ratio, c.dropout, c.attn_dropout, rate, build_attention(c, i))
+            for i, rate in enumerate(rates)
         )
         self.norm = nn.LayerNorm(c.dim)
         self.head = nn.Linear(c.dim, c.num_classes)
@@ -56,6 +59,11 @@ class ViT(nn.Module):
         self, x: torch.Tensor, return_attention: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Images (B, C, H, W) -> normalised tokens (B, N, dim) and optional stacked attention."""
+        if return_attention and self.config.attention != "full":
+            raise ValueError(
+                f"attention maps need attention='full'; this model has attention={self.config.attention!r}, "
+                f"which computes no (N, N) attention matrix"
+            )
         x = self.patch_embed(x)  # (B, patches, dim)
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)

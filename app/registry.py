@@ -259,6 +259,11 @@ def _torch_model(path: Path, settings: Settings, device: str) -> tuple[Checkpoin
     target = torch.device(device)
     dtype = torch.float16 if settings.half and target.type == "cuda" else torch.float32
     ckpt = load_checkpoint(path, device=target)
+    if ckpt.meta.config.attention != "full":
+        raise CheckpointError(
+            f"{path} is an experiment's attention={ckpt.meta.config.attention!r} model, which has no attention "
+            f"maps to serve; the service serves models with full attention"
+        )
     runners = torch_runners(ckpt, target, dtype, resolve_runtime(settings.runtime, target), settings.torch_threads)
     dtype_name = str(dtype).removeprefix("torch.")
     return ckpt.meta, runners, dtype_name, ckpt.sha256, count_parameters(ckpt.model)

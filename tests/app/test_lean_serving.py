@@ -114,6 +114,17 @@ def test_a_stale_export_is_refused_with_the_command_that_fixes_it(make_client, t
     assert "python -m training export" in body and str(tmp_path) not in body  # no paths on /readyz
 
 
+def test_an_efficient_attention_checkpoint_is_refused_by_name(make_client, tmp_path):
+    from model import CheckpointMeta, build_model, save_checkpoint
+    from tests.conftest import TINY
+
+    config = TINY.replace(attention="linear", pool="mean")
+    save_checkpoint(tmp_path / "linear.safetensors", build_model(config), CheckpointMeta(config))
+    client = make_client(checkpoints=[tmp_path], on_load_failure="stay", _no_wait=True)
+    body = _failed_readiness(client)
+    assert "attention='linear' model, which has no attention maps to serve" in body
+
+
 def test_an_export_alone_is_served(make_client, tiny_checkpoint, tmp_path, digit_png):
     (tmp_path / "solo.onnx").write_bytes(tiny_checkpoint.with_suffix(".onnx").read_bytes())
     client = make_client(checkpoints=[tmp_path / "solo.onnx"])

@@ -11,7 +11,9 @@ from tests.conftest import MNIST_SLICE
 from training.cli import main
 from training.config import TrainConfig
 from training.costs import flops_per_image, interleaved_speeds, vit_flops
-from training.experiments import SUITES, attention_cost, budget_tag, shuffle_patches
+from training.data import Split, to_input
+from training.engine import fit_input, input_shape, predict
+from training.experiments import BASE, SUITES, attention_cost, budget_tag, run_name, shuffle_patches, variant_config
 from training.stats import mcnemar, verdict
 from training.train import param_groups
 
@@ -172,3 +174,36 @@ def test_interleaved_speeds_report_median_and_spread():
 def test_attention_cost_grows_with_tokens():
     rows = attention_cost(tokens=(16, 256), rounds=2, repeats=2)
     assert rows[1]["explicit_ms"]["median"] > rows[0]["explicit_ms"]["median"]
+
+
+def test_every_variant_of_every_suite_builds_and_efficient_variants_cost_less():
+    flops = {}
+    for name, suite in SUITES.items():
+        assert all(a in suite.variants and b in suite.variants for a, b in suite.comparisons), name
+        for variant, overrides in suite.variants.items():
+            cfg = variant_config(BASE, variant, overrides, seed=1)
+            assert cfg.seed == 1 and cfg.name == run_name(variant, 1)
+            model = build_model(cfg.model)
+            if name == "efficient":
+                flops[variant] = flops_per_image(model)
+    for tokens in (196, 784):
+        assert cfg_tokens(f"full-{tokens}") == tokens
+        for kind in ("window", "linear", "kvpool"):
+            assert flops[f"{kind}-{tokens}"] < flops[f"full-{tokens}"]
+    # the saving grows with the token count: attention's N^2 against the others' N
+    assert flops["window-784"] / flops["full-784"] < flops["window-196"] / flops["full-196"]
+
+
+def cfg_tokens(variant):
+    config = variant_config(BASE, variant, SUITES["efficient"].variants[variant], 0).model
+    return config.num_patches + config.num_prefix_tokens
+
+
+def test_a_model_for_larger_images_is_fed_the_digits_upsampled():
+    model = build_model(ViTConfig(image_size=56, patch_size=4, stem="linear", depth=1, dim=16, heads=2))
+    assert input_shape(model) == (1, 56)
+    data = Split(torch.randint(0, 255, (5, 28, 28), dtype=torch.uint8), torch.arange(5))
+    logits = predict(model, data, torch.device("cpu"))
+    x = fit_input(to_input(data.images, torch.device("cpu")), 1, 56)
+    assert x.shape == (5, 1, 56, 56)
+    torch.testing.assert_close(logits, model.eval()(x))

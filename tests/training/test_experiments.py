@@ -75,6 +75,19 @@ def test_suite_measures_costs_once_per_variant(tmp_path, monkeypatch):
         speed = row["train_images_per_s"]
         assert speed["n"] == 5 and speed["min"] <= speed["median"] <= speed["max"]
     assert (out / "train_speed.png").read_bytes()[:4] == b"\x89PNG"
+    # the stem suite's linear variant is the pooling suite's class-token run: not trained twice
+    assert main(_suite_args(tmp_path, "stem", "--seeds", "0", "--no-costs")) == 0
+    stem = next((tmp_path / "exp").glob("stem-*"))
+    linear = json.loads((stem / "runs" / "linear-seed0" / "result.json").read_text())
+    assert (
+        linear["same_as"].endswith("cls-token-seed0")
+        and not (stem / "runs" / "linear-seed0" / "best.safetensors").exists()
+    )
+    assert (stem / "runs" / "conv-seed0" / "best.safetensors").is_file()
+    assert (
+        linear["test_accuracy"]
+        == json.loads((out / "runs" / "cls-token-seed0" / "result.json").read_text())["test_accuracy"]
+    )
 
 
 @pytest.mark.parametrize("patch", [2, 4, 7])

@@ -25,10 +25,12 @@ def build_timm_vit(config: ViTConfig, pretrained: bool = False) -> nn.Module:
         config: the architecture; ``impl`` must be ``timm`` (stem linear, learned positions).
         pretrained: load ImageNet weights (needs internet). These fix the architecture to
             :data:`PRETRAINED_NAME` (patch 16, width 192, depth 12, 3 heads) at 224x224 input,
-            normalised with ImageNet statistics; only the head is new (10 classes). ``config``
-            then supplies only ``num_classes`` and ``in_chans``. With ``in_chans=1`` timm adapts
-            the pretrained RGB patch embedding by summing its kernels over the three channels,
-            which is the same network fed the grey digit replicated to RGB. (timm can also take
+            normalised as that model was trained (mean = std = 0.5 per channel, timm's
+            ``pretrained_cfg``); only the head is new (10 classes). ``config`` then supplies only
+            ``num_classes`` and ``in_chans``. With ``in_chans=1`` timm adapts the pretrained RGB
+            patch embedding by summing its kernels over the three channels: because the three
+            channels are normalised alike, that is the same network fed the grey digit replicated
+            to RGB. (timm can also take
             another input size, a multiple of 16, through ``img_size``: it then resamples the
             position embeddings; this project keeps 224.)
     """

@@ -7,8 +7,11 @@ Nothing here depends on the weights, so every figure is measured on freshly buil
   formula for the fused attention kernel (``_scaled_dot_product_flash_attention_for_cpu``) and
   silently counts it as zero; :func:`flops_per_image` supplies its formula, so the QK^T and AV
   products are counted on both attention paths. :func:`vit_flops` is the same count by hand.
-- Memory is the bytes autograd keeps for the backward pass of one training batch (the peak a
-  training step adds on top of the weights and optimiser state).
+- Memory, two ways. ``activation_bytes``: the tensors autograd saves for the backward pass of one
+  training batch (each storage once, parameters left out); it shows what each attention path keeps,
+  e.g. that torch's fused CPU attention keeps O(N) per head, not the (N, N) map. ``step_peak_bytes``:
+  the resident memory one whole training step (forward, backward, AdamW) adds at its peak, measured
+  in a fresh process from the kernel's high-water mark, so it includes every temporary.
 - Speeds come from interleaved rounds: every model is timed once per round, the order reversed
   every other round, so that drift in this machine's speed hits all models alike; each figure is
   the median over rounds with its spread (min and max).
@@ -17,9 +20,13 @@ Nothing here depends on the weights, so every figure is measured on freshly buil
 from __future__ import annotations
 
 import copy
+import json
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -56,35 +63,102 @@ def flops_per_image(model: nn.Module, forward: Callable[[torch.Tensor], Any] | N
 
 
 def vit_flops(config: ViTConfig) -> int:
-    """Forward FLOPs of one image through our ViT with the linear patch embedding and full
-    attention, by hand: what :func:`flops_per_image` must count."""
+    """Forward FLOPs of one image through our ViT (or timm's at the same config), by hand: what
+    :func:`flops_per_image` must count. Per block, with N tokens of width C, d = C / heads:
+    projections 8NC^2 and the MLP 4NC x hidden, plus the attention products: 4N^2C for full
+    attention, 4Nw^2C for w x w windows, 4NCd + 2NC for linear attention, and for pooled keys
+    (M = N / p^2 of them) 4NMC, with the key and value projections on the M tokens only."""
     c = config
     n = c.num_patches + c.num_prefix_tokens
     hidden = int(c.dim * c.mlp_ratio)
-    stem = 2 * c.num_patches * c.in_chans * c.patch_size**2 * c.dim
     projections = 2 * n * c.dim * 3 * c.dim + 2 * n * c.dim * c.dim  # qkv, output projection
-    attention = 2 * n * n * c.dim + 2 * n * n * c.dim  # QK^T and AV over all heads
+    if c.attention == "full":
+        attention = 4 * n * n * c.dim  # QK^T and AV over all heads
+    elif c.attention == "window":
+        attention = 4 * n * c.window**2 * c.dim
+    elif c.attention == "linear":
+        attention = 4 * n * c.dim * (c.dim // c.heads) + 2 * n * c.dim
+    else:  # kvpool
+        m = n // c.kv_pool**2
+        projections = 2 * n * c.dim * c.dim + 2 * m * c.dim * 2 * c.dim + 2 * n * c.dim * c.dim
+        attention = 4 * n * m * c.dim
     mlp = 2 * n * c.dim * hidden * 2
     head = 2 * c.dim * c.num_classes
-    return stem + c.depth * (projections + attention + mlp) + head
+    return _stem_flops(c) + c.depth * (projections + attention + mlp) + head
+
+
+def _stem_flops(c: ViTConfig) -> int:
+    """The patch embedding: one strided conv, or the conv stem's 3x3 convs and 1x1 projection."""
+    if c.stem == "linear":
+        return 2 * c.num_patches * c.in_chans * c.patch_size**2 * c.dim
+    halvings = c.patch_size.bit_length() - 1
+    width = max(c.dim // 2**halvings, 8)
+    side = c.image_size
+    total = 2 * side * side * 9 * c.in_chans * width
+    for _ in range(halvings):
+        wider = min(width * 2, c.dim)
+        side //= 2
+        total += 2 * side * side * 9 * width * wider
+        width = wider
+    return total + 2 * side * side * width * c.dim
 
 
 def activation_bytes(model: nn.Module, batch: int = 128) -> int:
-    """Bytes of tensors autograd keeps for the backward pass of one training batch."""
-    total = 0
+    """Bytes of the tensors autograd saves for the backward pass of one training batch: every
+    storage counted once (a view saved twice is one tensor), the parameters left out."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    storages: dict[int, int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
-        nonlocal total
-        total += t.numel() * t.element_size()
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            storages[storage.data_ptr()] = storage.nbytes()
         return t
 
     chans, size = input_shape(model)
     model.train()
     x = torch.randn(batch, chans, size, size, device=next(model.parameters()).device)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(x).sum()
+        out = model(x).sum()
     model.eval()
-    return total
+    del out
+    return sum(storages.values())
+
+
+def step_peak_bytes(config: ViTConfig, batch: int = 64, threads: int = 0) -> int:
+    """Peak resident memory one training step (forward, backward, AdamW) adds, in a fresh process.
+
+    The child builds the model, its optimiser and one batch, resets the kernel's high-water mark
+    (``/proc/self/clear_refs``), runs one step and reports the new high-water mark minus the
+    resident memory before the step. Linux only.
+    """
+    args = [json.dumps(config.to_dict()), str(batch), str(threads or torch.get_num_threads())]
+    out = subprocess.run(
+        [sys.executable, "-m", "training.costs", *args], capture_output=True, text=True, check=True, timeout=900
+    )
+    return int(out.stdout.split()[-1])
+
+
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def _measure_step_peak(config: ViTConfig, batch: int) -> int:
+    from model.factory import build_model
+
+    model = build_model(config).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    chans, size = input_shape(model)
+    x, y = torch.randn(batch, chans, size, size), torch.randint(0, 10, (batch,))
+    before = _status_kb("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark to the current RSS
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    optimizer.step()
+    return (_status_kb("VmHWM") - before) * 1024
 
 
 def spread(samples: Sequence[float], digits: int = 1) -> dict[str, Any]:
@@ -172,3 +246,8 @@ def interleaved_speeds(
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+if __name__ == "__main__":  # the child process of step_peak_bytes: CONFIG_JSON BATCH THREADS
+    torch.set_num_threads(int(sys.argv[3]))
+    print(_measure_step_peak(ViTConfig.from_dict(json.loads(sys.argv[1])), int(sys.argv[2])))

@@ -10,11 +10,12 @@ from fractions import Fraction
 import numpy as np
 
 ALPHA = 0.05
+MIN_SEEDS = 3  # fewer seeds make no ranking: a paired test sees two networks, not two designs
 
 
-def mean_sd(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+def mean_sd(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (None for a single value: no spread measured)."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
 def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, float | int]:
@@ -35,10 +36,16 @@ def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, float | i
 
 
 def verdict(a: str, b: str, diff_points: float, tests: Sequence[dict[str, float | int]]) -> str:
-    """A claim a reader can rely on: "A > B" only when every seed's paired test rejects "equal" at
-    ``ALPHA`` with A ahead; "A < B" likewise; otherwise "no measurable difference"."""
-    if not tests:
-        return "not run"
+    """A claim a reader can rely on: "A > B" only when, over at least :data:`MIN_SEEDS` seeds,
+    every seed's paired test rejects "equal" at ``ALPHA`` with A ahead; "A < B" likewise;
+    otherwise "no measurable difference".
+
+    McNemar's test compares two trained networks on one test set; it does not see how much a
+    design varies from seed to seed. Asking every seed to agree is what makes it a claim about
+    the designs, which is why fewer seeds give no ranking at all.
+    """
+    if len(tests) < MIN_SEEDS:
+        return f"{len(tests)} of {MIN_SEEDS} seeds run: not a ranking yet"
     ahead = [t for t in tests if float(t["p"]) < ALPHA and int(t["a_only"]) > int(t["b_only"])]
     behind = [t for t in tests if float(t["p"]) < ALPHA and int(t["a_only"]) < int(t["b_only"])]
     if len(ahead) == len(tests) and diff_points > 0:

@@ -196,6 +196,8 @@ def _train_epoch(s: _Session, train: Split, epoch: int) -> EpochStats:
         desc=f"epoch {epoch + 1}/{cfg.epochs}",
         outliers=s.outliers,
         outlier_weight=cfg.outlier_weight,
+        # about 25 points per epoch on the training curve, at most one per 50 steps
+        curve_every=max(1, min(50, len(train) // s.dist.world_size // s.per_rank_batch // 25)),
     )
 
 
@@ -235,7 +237,7 @@ def _run(cfg: TrainConfig, device: torch.device, dist_info: DistInfo, resume: bo
             "images_per_s": round(stats.images_per_s * dist_info.world_size, 1),
             "epoch_s": round(stats.seconds, 2),
             "elapsed_s": round(time.perf_counter() - started, 2),
-            # (global step, mean training loss of the steps before it) every 50 steps
+            # (global step, mean training loss of the steps since the previous point)
             "train_curve": [[steps_before + step, loss] for step, loss in stats.curve],
         }
         if dist_info.is_main:

@@ -100,6 +100,14 @@ def test_flops_include_attention_on_both_paths_and_match_the_hand_count(patch):
     assert flops_per_image(build_model(config.replace(impl="timm"))) == expected
 
 
+@pytest.mark.parametrize(
+    "suite,variant", [(name, v) for name, suite in SUITES.items() for v in suite.variants if name != "tokens"]
+)
+def test_flops_of_every_suite_variant_match_the_hand_count(suite, variant):
+    config = variant_config(BASE, variant, SUITES[suite].variants[variant], 0).model
+    assert flops_per_image(build_model(config)) == vit_flops(config)
+
+
 def test_hand_count_matches_the_figures_a_reviewer_computed():
     # width 64, depth 6, MLP ratio 2, class token: 23.60 MFLOPs at patch 4, 137.2 at patch 2
     assert round(vit_flops(ViTConfig(stem="linear")) / 1e6, 2) == 23.60

@@ -62,6 +62,17 @@ def test_suite_runs_every_variant_per_seed_compares_them_and_resumes(tmp_path, m
     stamp = (out / "runs" / "learned-seed0" / "metrics.jsonl").stat().st_mtime
     assert main(args) == 0  # resumed: finished runs are not trained again
     assert (out / "runs" / "learned-seed0" / "metrics.jsonl").stat().st_mtime == stamp
+    # a run directory left by another config (an older budget, another variant) is moved aside,
+    # not resumed or reused
+    learned, sincos = out / "runs" / "learned-seed0", out / "runs" / "sincos2d-seed0"
+    (learned / "config.json").write_text((sincos / "config.json").read_text())
+    (learned / "result.json").unlink()
+    sincos_stamp = (sincos / "metrics.jsonl").stat().st_mtime
+    assert main(args) == 0
+    assert len(list((out / "runs").glob("learned-seed0.stale-*"))) == 1
+    assert json.loads((learned / "config.json").read_text())["model"]["pos_embed"] == "learned"
+    assert len((learned / "metrics.jsonl").read_text().splitlines()) == 1  # one epoch, not appended
+    assert (sincos / "metrics.jsonl").stat().st_mtime == sincos_stamp
 
 
 def test_suite_measures_costs_once_per_variant(tmp_path, monkeypatch):
@@ -133,11 +144,16 @@ def test_verdict_claims_a_difference_only_when_every_seed_agrees():
     assert verdict("A", "B", 0.3, [sig, weak, sig]) == "no measurable difference"
     flipped = {"p": 0.01, "a_only": 10, "b_only": 40}
     assert verdict("A", "B", -0.3, [flipped] * 3) == "A < B"
+    assert verdict("A", "B", 0.3, [sig]) == "1 of 3 seeds run: not a ranking yet"  # one seed ranks nothing
+    assert verdict("A", "B", -0.1, [sig, sig, sig]) == "no measurable difference"  # tests and means disagree
 
 
-def test_faster_stem_control_makes_1_channel_training_equal_the_3_channel_model():
+@pytest.mark.parametrize("clip", [0.0, 1.0])
+def test_faster_stem_control_makes_1_channel_training_equal_the_3_channel_model(clip):
     """Replicated RGB under AdamW = the 1-channel model with its stem kernel's step tripled (decay
-    divided by 3): the 3-channel kernels, summed over channels, follow the 1-channel kernel."""
+    divided by 3): the 3-channel kernels, summed over channels, follow the 1-channel kernel.
+    Exactly without gradient clipping; with it (the suites clip at norm 1), up to the small share
+    the stem kernel has in the global gradient norm, which replication counts sqrt(3) times."""
     torch.manual_seed(0)
     rgb = build_model(ViTConfig(in_chans=3, stem="linear", depth=1))
     grey = build_model(ViTConfig(in_chans=1, stem="linear", depth=1))
@@ -151,9 +167,13 @@ def test_faster_stem_control_makes_1_channel_training_equal_the_3_channel_model(
         for model, opt, inp in ((rgb, opt_rgb, x.expand(-1, 3, -1, -1)), (grey, opt_grey, x)):
             opt.zero_grad()
             F.cross_entropy(model(inp), y).backward()
+            if clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
             opt.step()
     summed = rgb.patch_embed.proj.weight.sum(1, keepdim=True)
-    torch.testing.assert_close(summed, grey.patch_embed.proj.weight, atol=1e-5, rtol=1e-4)
+    moved = (grey.patch_embed.proj.weight.detach() - state["patch_embed.proj.weight"]).abs().mean()
+    tolerance = 1e-5 if not clip else 0.02 * float(moved)  # within 2% of how far the kernel moved
+    torch.testing.assert_close(summed, grey.patch_embed.proj.weight, atol=tolerance, rtol=1e-4)
     # without the control the 1-channel kernel moves a third as far
     plain = build_model(ViTConfig(in_chans=1, stem="linear", depth=1))
     assert len(param_groups(plain, TrainConfig())) == 2

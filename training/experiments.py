@@ -569,6 +569,27 @@ def markdown(results: dict[str, Any]) -> str:
         for c in results["comparisons"]:
             tests = "; ".join(f"{t['p']:.2g} ({t['a_only']}/{t['b_only']})" for t in c["tests"])
             text += f"| {c['a']} vs {c['b']} | {c['diff_points']:+.2f} | {tests} | {c['verdict']} |\n"
+    return text + _extra_tables(results["costs"])
+
+
+def _extra_tables(costs: dict[str, Any]) -> str:
+    """The tokens suite's attention microbenchmark and the timm suite's pretrained-route costs."""
+    text = ""
+    if "attention_cost" in costs:
+        text += "\nAttention alone, one forward, batch 8, 4 heads of 16 dims (ms, median (min-max) of rounds):\n\n"
+        text += "| tokens | fused SDPA ms | explicit softmax ms | explicit / fused |\n| --- | --- | --- | --- |\n"
+        for r in costs["attention_cost"]:
+            ratio = r["explicit_ms"]["median"] / r["fused_ms"]["median"]
+            text += f"| {r['tokens']} | {_speed(r['fused_ms'])} | {_speed(r['explicit_ms'])} | {ratio:.1f} |\n"
+    if "pretrained_route" in costs:
+        text += "\nThe pretrained route against the shipped architecture (inference, interleaved rounds):\n\n"
+        text += "| model | input | params | MFLOPs/img | latency ms | infer img/s (batch 16) |\n"
+        text += "| --- | --- | --- | --- | --- | --- |\n"
+        for name, r in costs["pretrained_route"].items():
+            text += (
+                f"| {name} | {r['input']} | {r['parameters']:,} | {r['mflops_per_image']} | "
+                f"{_speed(r['latency_ms'])} | {_speed(r['images_per_s'])} |\n"
+            )
     return text
 
 

@@ -13,7 +13,17 @@ from training.config import TrainConfig
 from training.costs import flops_per_image, interleaved_speeds, vit_flops
 from training.data import Split, to_input
 from training.engine import fit_input, input_shape, predict
-from training.experiments import BASE, SUITES, attention_cost, budget_tag, run_name, shuffle_patches, variant_config
+from training.experiments import (
+    BASE,
+    SUITES,
+    attention_cost,
+    budget_tag,
+    markdown,
+    pretrained_route_cost,
+    run_name,
+    shuffle_patches,
+    variant_config,
+)
 from training.stats import mcnemar, verdict
 from training.train import param_groups
 
@@ -248,3 +258,13 @@ def test_a_model_for_larger_images_is_fed_the_digits_upsampled():
     x = fit_input(to_input(data.images, torch.device("cpu")), 1, 56)
     assert x.shape == (5, 1, 56, 56)
     torch.testing.assert_close(logits, model.eval()(x))
+
+
+def test_pretrained_route_cost_is_vit_tiny_at_224_against_the_shipped_architecture():
+    route = pretrained_route_cost(rounds=1)
+    tiny, shipped = route["vit_tiny"], route["shipped"]
+    assert tiny["input"] == "3x224x224" and shipped["input"] == "1x28x28"
+    assert 5_000_000 < tiny["parameters"] < 6_000_000  # width 192, depth 12 (10-class head)
+    assert tiny["mflops_per_image"] > 50 * shipped["mflops_per_image"]
+    text = markdown({"rows": [], "comparisons": [], "costs": {"pretrained_route": route}})
+    assert "| vit_tiny | 3x224x224 |" in text

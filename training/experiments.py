@@ -567,9 +567,13 @@ def markdown(results: dict[str, Any]) -> str:
         text += "\n| A vs B | A - B, points (seed mean) | McNemar p per seed (A only / B only right) | reading |\n"
         text += "| --- | --- | --- | --- |\n"
         for c in results["comparisons"]:
-            tests = "; ".join(f"{t['p']:.2g} ({t['a_only']}/{t['b_only']})" for t in c["tests"])
+            tests = "; ".join(f"{_p_value(t['p'])} ({t['a_only']}/{t['b_only']})" for t in c["tests"])
             text += f"| {c['a']} vs {c['b']} | {c['diff_points']:+.2f} | {tests} | {c['verdict']} |\n"
     return text + _extra_tables(results["costs"])
+
+
+def _p_value(p: float) -> str:
+    return f"{p:.2g}" if p >= 1e-300 else "<1e-300"  # below what a float holds
 
 
 def _extra_tables(costs: dict[str, Any]) -> str:

@@ -7,7 +7,31 @@ import torch.nn.functional as F
 from torch import nn
 
 
-class Attention(nn.Module):
+class QKVAttention(nn.Module):
+    """What every attention kind shares (full here, the others in ``model/efficient_attention.py``):
+    the fused qkv projection, the output projection and the two dropouts."""
+
+    def __init__(self, dim: int, heads: int, attn_dropout: float = 0.0, proj_dropout: float = 0.0):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
+        self.heads = heads
+        self.head_dim = dim // heads
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.attn_drop = nn.Dropout(attn_dropout)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_dropout)
+
+    def _dropout_p(self) -> float:
+        """The attention dropout rate to pass to SDPA: zero outside training."""
+        return self.attn_drop.p if self.training else 0.0
+
+    def _no_maps(self, return_attention: bool) -> None:
+        if return_attention:
+            raise ValueError(f"{type(self).__name__} has no attention maps; they need attention='full'")
+
+
+class Attention(QKVAttention):
     """Multi-head self-attention.
 
     Without maps it calls ``scaled_dot_product_attention`` (fused kernels, no (N, N) tensor kept).
@@ -22,17 +46,9 @@ class Attention(nn.Module):
     """
 
     def __init__(self, dim: int, heads: int, attn_dropout: float = 0.0, proj_dropout: float = 0.0):
-        super().__init__()
-        if dim % heads:
-            raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
-        self.heads = heads
-        self.head_dim = dim // heads
+        super().__init__(dim, heads, attn_dropout, proj_dropout)
         self.scale = self.head_dim**-0.5
-        self.qkv = nn.Linear(dim, dim * 3)
         self.softmax = nn.Softmax(dim=-1)  # a module, so hooks can record attention
-        self.attn_drop = nn.Dropout(attn_dropout)
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_dropout)
 
     def forward(self, x: torch.Tensor, return_attention: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Attend over ``x`` (B, N, C); returns the output and, if asked, (B, heads, N, N) maps."""
@@ -46,7 +62,6 @@ class Attention(nn.Module):
             attn = self.softmax((q * self.scale) @ k.transpose(-2, -1))
             out = self.attn_drop(attn) @ v
         else:
-            p = self.attn_drop.p if self.training else 0.0
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=self._dropout_p())
         out = out.transpose(1, 2).reshape(B, N, C)  # (B, h, N, d) -> (B, N, C)
         return self.proj_drop(self.proj(out)), attn

@@ -14,35 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.attention import Attention
+from model.attention import Attention, QKVAttention
 from model.config import ViTConfig
 
 
-class _QKVAttention(nn.Module):
-    """What every kind shares with full attention: the fused qkv projection, the output projection
-    and the two dropouts."""
-
-    def __init__(self, dim: int, heads: int, attn_dropout: float = 0.0, proj_dropout: float = 0.0):
-        super().__init__()
-        if dim % heads:
-            raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
-        self.heads = heads
-        self.head_dim = dim // heads
-        self.qkv = nn.Linear(dim, dim * 3)
-        self.attn_drop = nn.Dropout(attn_dropout)
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_dropout)
-
-    def _dropout_p(self) -> float:
-        """The attention dropout rate to pass to SDPA: zero outside training."""
-        return self.attn_drop.p if self.training else 0.0
-
-    def _no_maps(self, return_attention: bool) -> None:
-        if return_attention:
-            raise ValueError(f"{type(self).__name__} has no attention maps; they need attention='full'")
-
-
-class WindowAttention(_QKVAttention):
+class WindowAttention(QKVAttention):
     """Multi-head attention inside non-overlapping ``window`` x ``window`` windows of the patch grid
     (Swin, Liu et al. 2021): cost O(N * window^2 * d) instead of O(N^2 * d).
 
@@ -125,7 +101,7 @@ def _shifted_window_mask(grid: int, window: int, shift: int) -> torch.Tensor:
     return (labels[:, :, None] == labels[:, None, :]).unsqueeze(1)
 
 
-class LinearAttention(_QKVAttention):
+class LinearAttention(QKVAttention):
     """Linear attention (Katharopoulos et al. 2020, "Transformers are RNNs"): the softmax kernel
     exp(q.k) is replaced by phi(q).phi(k) with phi(x) = elu(x) + 1, so the sum over keys factors
     out of the queries: out_i = phi(q_i)^T (sum_j phi(k_j) v_j^T) / (phi(q_i)^T sum_j phi(k_j)),
@@ -164,7 +140,7 @@ class LinearAttention(_QKVAttention):
         return self.proj_drop(self.proj(out)), None
 
 
-class KVPoolAttention(_QKVAttention):
+class KVPoolAttention(QKVAttention):
     """Softmax attention with keys and values from a coarser grid: queries from all N tokens, keys
     and values from the tokens averaged over ``pool`` x ``pool`` patches, N / pool^2 of them (the
     spatial-reduction attention of PVT, Wang et al. 2021, with average pooling in place of its

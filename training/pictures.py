@@ -59,8 +59,15 @@ def fonts() -> tuple[Path, ...]:
     import matplotlib
 
     folder = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
-    skip = ("STIXNonUni", "STIXSiz", "cmex", "cmsy", "LastResort", "Display")
-    return tuple(p for p in sorted(folder.glob("*.ttf")) if not p.name.startswith(skip))
+    # symbol and size-variant faces, and DejaVu's "Display" faces, which hold no letters or
+    # digits at all (they drew blank pages, which the service refuses as ``no_digit``)
+    skip = ("STIXNonUni", "STIXSiz", "cmex", "cmsy", "LastResort")
+    return tuple(p for p in sorted(folder.glob("*.ttf")) if not p.name.startswith(skip) and "Display" not in p.name)
+
+
+def symbol_fonts() -> tuple[Path, ...]:
+    """The DejaVu faces, which hold every one of :data:`SYMBOLS`."""
+    return tuple(p for p in fonts() if p.name.startswith("DejaVu"))
 
 
 def digit_fonts() -> tuple[Path, ...]:
@@ -105,7 +112,7 @@ def letter(rng: Rng) -> Image.Image:
 
 
 def symbol(rng: Rng) -> Image.Image:
-    return _text(rng, SYMBOLS[int(rng.integers(len(SYMBOLS)))], fonts()[:13])  # DejaVu has them all
+    return _text(rng, SYMBOLS[int(rng.integers(len(SYMBOLS)))], symbol_fonts())
 
 
 def word(rng: Rng) -> Image.Image:
@@ -426,7 +433,7 @@ def typed_digit_pictures(count: int, seed: int) -> list[Picture]:
     return pictures
 
 
-GENERATOR_VERSION = 1  # bump when a drawing changes, so that cached sets are made anew
+GENERATOR_VERSION = 2  # bump when a drawing changes, so that cached sets are made anew
 CACHE = Path(".cache/pictures")
 
 

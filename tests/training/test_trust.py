@@ -7,7 +7,20 @@ import torch
 from model import load_checkpoint
 from tests.conftest import MNIST_SLICE
 from training.cli import main
-from training.pictures import HELD_OUT_KINDS, KINDS, STAGINGS, TRAIN_KINDS, build_set, non_digits, staged_digits
+from training.pictures import (
+    HELD_OUT_KINDS,
+    KINDS,
+    LETTERS,
+    STAGINGS,
+    SYMBOLS,
+    TRAIN_KINDS,
+    build_set,
+    digit_fonts,
+    fonts,
+    non_digits,
+    staged_digits,
+    symbol_fonts,
+)
 from training.trust import auroc, choose_threshold, fit_temperature, reliability
 
 
@@ -64,6 +77,27 @@ def test_pictures_every_kind_drawn_deterministically_and_preprocessed_like_uploa
     mass = built.images.astype(np.float64)
     rows = (mass.sum(2) * np.arange(28)).sum(1) / mass.sum((1, 2))
     assert np.abs(rows - 14).mean() < 2
+
+
+@pytest.mark.parametrize(
+    ("faces", "glyphs"),
+    [(fonts, LETTERS), (digit_fonts, "0123456789"), (symbol_fonts, SYMBOLS)],
+    ids=["letters", "digits", "symbols"],
+)
+def test_every_typeface_draws_every_glyph_it_is_given(faces, glyphs):
+    # DejaVu's "Display" faces hold no letters or digits: they drew blank pages, which counted as
+    # refused typed digits and as flagged letters and symbols
+    from PIL import Image, ImageDraw, ImageFont
+
+    blank = []
+    for face in faces():
+        font = ImageFont.truetype(str(face), 48)
+        for glyph in glyphs:
+            image = Image.new("L", (96, 96), 255)
+            ImageDraw.Draw(image).text((16, 8), glyph, fill=0, font=font)
+            if np.asarray(image).min() > 128:
+                blank.append(f"{face.name}:{glyph}")
+    assert len(faces()) >= 10 and not blank
 
 
 def test_staged_digits_keep_their_labels_and_every_staging():

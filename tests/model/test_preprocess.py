@@ -43,6 +43,39 @@ def test_preprocess_mnist_digit_pasted_small_off_centre_dark_on_white(digits):
     assert np.mean(scores) > 0.85, f"mean correlation with the original digits {np.mean(scores):.3f}"
 
 
+def test_preprocess_photographed_page_under_uneven_light(digits):
+    # a phone photo of a page: the light falls off by 35% from one corner to the other, so the far
+    # side of the paper is darker than the faint parts of the strokes; one paper level for the
+    # whole picture took that side in as ink (the digit arrived small in a corner of the crop:
+    # correlation ~0.25 with the evenly lit page), where the paper's level is now found per pixel
+    fall_off = 1.0 - 0.35 * np.add.outer(np.linspace(0, 1, 360), np.linspace(0, 1, 300)) / 2
+    scores = []
+    for d in digits[:10]:
+        ink = np.zeros((360, 300), np.float32)
+        ink[100:240, 90:230] = np.asarray(Image.fromarray(d).resize((140, 140), Image.Resampling.BICUBIC)) / 255.0
+        page = (1.0 - 0.85 * ink) * 240
+        photo, even = (np.clip(p, 0, 255).astype(np.uint8) for p in (page * fall_off, page))
+        got, want = prepare_bytes(_png(photo)).pixels, prepare_bytes(_png(even)).pixels
+        scores.append(np.corrcoef(got.ravel(), want.ravel())[0, 1])
+    assert np.mean(scores) > 0.95, f"mean correlation with the evenly lit page {np.mean(scores):.3f}"
+
+
+def test_preprocess_fine_pen_on_a_big_canvas_gets_mnist_like_strokes(digits):
+    # the same digits drawn 300 pixels tall with a pen a third as wide (a 2-pixel brush on a web
+    # canvas): fitted into 20x20 as they were, the strokes arrived as faint hairlines holding half
+    # the ink of the normal pen's (mean ratio 0.53 before they were widened)
+    from PIL import ImageFilter
+
+    ratios, scores = [], []
+    for d in digits[:10]:
+        glyph = Image.fromarray(d).resize((300, 300), Image.Resampling.BICUBIC)
+        fine = glyph.filter(ImageFilter.MinFilter(13))
+        got, want = (prepare_bytes(_png(255 - np.pad(np.asarray(g), 100))).pixels for g in (fine, glyph))
+        ratios.append(got.sum() / want.sum())
+        scores.append(np.corrcoef(got.ravel(), want.ravel())[0, 1])
+    assert np.mean(ratios) > 0.8 and np.mean(scores) > 0.9, (np.mean(ratios), np.mean(scores))
+
+
 def test_preprocess_mnist_digit_passes_through_unchanged(digits):
     for d in digits[:10]:
         p = prepare(Image.fromarray(d))

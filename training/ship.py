@@ -4,12 +4,19 @@
 2. ``shipped``: continued from it with outlier exposure and typed digits (the ``shipped`` preset);
 3. ``trust --write``: temperature and not-a-digit threshold fitted on validation data and stored
    in the checkpoint.
+
+With ``--seeds`` it runs the recipe once per seed, each in ``<run-dir>/seed<k>`` and nothing
+written to ``--output``, and prints the spread of every trust figure and of the wall time (usually
+with ``--epochs-scale`` for a shorter budget).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import statistics
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", type=Path, default=Path("checkpoints/vit-digits.safetensors"))
     p.add_argument("--run-dir", type=Path, default=Path("runs"), help="runs go to <run-dir>/base and <run-dir>/shipped")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, nargs="+", help="run the recipe once per seed and report the spread")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--limit", type=int, default=0, help="only the first N training images (a quick check)")
     p.add_argument("--epochs-scale", type=float, default=1.0, help="scale both stages' epochs (a quick check)")
@@ -29,6 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_ship(args: argparse.Namespace) -> dict[str, Any]:
+    if args.seeds:
+        return run_seeds(args)
     from training.train import run
     from training.trust import run_trust
 
@@ -60,6 +70,73 @@ def run_ship(args: argparse.Namespace) -> dict[str, Any]:
         per_kind=scaled(500),
         staged=scaled(2000),
         write=True,
-        out_dir=None,
+        out_dir=getattr(args, "trust_dir", None),
     )
     return run_trust(trust)
+
+
+# the figures of a trust report that the spread is reported for: (label, path in the report)
+SPREAD_FIGURES = (
+    ("MNIST test accuracy", ("mnist_test", "accuracy")),
+    ("ECE, MNIST test", ("mnist_test", "ece")),
+    ("accuracy, staged test digits", ("staged_test", "accuracy", "all")),
+    ("MNIST test digits flagged", ("mnist_test", "flagged")),
+    ("staged test digits flagged", ("staged_test", "flagged", "all", "flagged")),
+    ("non-digits flagged, held-out kinds", ("nondigits_held_out", "all", "flagged")),
+    ("AUROC, held-out kinds", ("auroc_held_out", "all")),
+)
+
+
+def run_seeds(args: argparse.Namespace) -> dict[str, Any]:
+    """The recipe once per seed, then the mean, sample sd and range of each trust figure."""
+    reports, walls = [], []
+    for seed in args.seeds:
+        folder = args.run_dir / f"seed{seed}"
+        one = argparse.Namespace(**vars(args) | dict(seeds=None, seed=seed, run_dir=folder, trust_dir=folder / "trust"))
+        one.output = folder / f"{args.output.stem}-seed{seed}{args.output.suffix}"
+        started = time.perf_counter()
+        reports.append(run_ship(one))
+        walls.append(time.perf_counter() - started)
+    summary = spread(reports, walls, args.seeds)
+    (args.run_dir / "spread.json").write_text(json.dumps(summary, indent=2))
+    print(spread_markdown(summary))
+    return summary
+
+
+def spread(reports: list[dict[str, Any]], walls: list[float], seeds: list[int]) -> dict[str, Any]:
+    """Per figure: every seed's value, the mean, the sample sd (None for one seed), min and max."""
+
+    def pick(report: dict[str, Any], path: tuple[str, ...]) -> float:
+        value: Any = report
+        for key in path:
+            value = value[key]
+        return float(value)
+
+    rows = {label: [pick(r, path) for r in reports] for label, path in SPREAD_FIGURES}
+    rows["wall time of the recipe, min"] = [w / 60 for w in walls]
+    return {
+        "seeds": list(seeds),
+        "figures": {
+            label: {
+                "values": [round(v, 5) for v in values],
+                "mean": round(statistics.fmean(values), 5),
+                "sd": round(statistics.stdev(values), 5) if len(values) > 1 else None,
+                "min": round(min(values), 5),
+                "max": round(max(values), 5),
+            }
+            for label, values in rows.items()
+        },
+    }
+
+
+def spread_markdown(summary: dict[str, Any]) -> str:
+    lines = [
+        f"Seeds {', '.join(map(str, summary['seeds']))}:",
+        "",
+        "| figure | mean | sd | min | max |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for label, f in summary["figures"].items():
+        sd = "—" if f["sd"] is None else f"{f['sd']:.4f}"
+        lines.append(f"| {label} | {f['mean']:.4f} | {sd} | {f['min']:.4f} | {f['max']:.4f} |")
+    return "\n".join(lines) + "\n"

@@ -203,3 +203,18 @@ def test_ship_runs_the_whole_recipe_and_leaves_a_calibrated_checkpoint(tmp_path)
     recipe = ckpt.meta.training["recipe"]
     assert recipe["outlier_weight"] > 0 and recipe["init"].endswith("base/best.safetensors")
     assert (tmp_path / "runs" / "base" / "best.safetensors").is_file()
+
+
+def test_ship_with_seeds_reports_the_spread_of_each_trust_figure(tmp_path, capsys):
+    out, runs = tmp_path / "shipped.safetensors", tmp_path / "runs"
+    args = ["ship", "--data-dir", str(MNIST_SLICE), "--run-dir", str(runs), "--output", str(out), "--seeds", "3", "4"]
+    assert main([*args, "--limit", "400", "--epochs-scale", "0.01", "--pictures-scale", "0.004"]) == 0
+    assert not out.exists()  # a spread run never replaces the shipped checkpoint
+    for seed in (3, 4):
+        ckpt = load_checkpoint(runs / f"seed{seed}" / f"shipped-seed{seed}.safetensors")
+        assert ckpt.meta.calibration.threshold is not None and ckpt.meta.training["recipe"]["seed"] == seed
+    summary = json.loads((runs / "spread.json").read_text())
+    accuracy = summary["figures"]["MNIST test accuracy"]
+    assert summary["seeds"] == [3, 4] and len(accuracy["values"]) == 2
+    assert accuracy["min"] <= accuracy["mean"] <= accuracy["max"] and accuracy["sd"] is not None
+    assert "| non-digits flagged, held-out kinds |" in capsys.readouterr().out

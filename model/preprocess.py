@@ -198,6 +198,8 @@ def _uneven(ink: np.ndarray) -> bool:
     :data:`_UNEVEN_PAPER`. Medians of stretches ignore sensor noise and a stroke that reaches the edge."""
     t = max(1, round(min(ink.shape) * 0.05))
     h, w = ink.shape
+    if np.ptp(_border(ink)) <= _UNEVEN_PAPER:  # the whole border within the spread: even (most uploads)
+        return False
     stretches = (ink[:t, : w // 2], ink[:t, w // 2 :], ink[-t:, : w // 2], ink[-t:, w // 2 :],
                  ink[: h // 2, :t], ink[h // 2 :, :t], ink[: h // 2, -t:], ink[h // 2 :, -t:])  # fmt: skip
     levels = [_median(s.ravel()) for s in stretches if s.size]
@@ -261,8 +263,11 @@ def _thicken(crop: np.ndarray, box: int) -> np.ndarray:
 
     Strokes narrower than :data:`_THIN_STROKE` pixels at the box's scale (measured on staged MNIST
     digits: 5% of MNIST's are below it, half of the thin-pen ones) are dilated, by a square maximum
-    over the crop, to about :data:`_STROKE`, MNIST's usual width."""
+    over the crop, to about :data:`_STROKE`, MNIST's usual width. A crop at most twice the box is
+    left alone: there a one-pixel dilation is a stroke of MNIST's own width doubled."""
     scale = box / max(crop.shape)
+    if scale > 0.5:  # a digit drawn at about MNIST's own scale: its strokes are what they are
+        return crop
     width = stroke_width(crop > _INK_THRESHOLD) * scale
     radius = round((_STROKE - width) / (2 * scale)) if width < _THIN_STROKE else 0
     if radius < 1:

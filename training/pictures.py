@@ -433,7 +433,7 @@ def typed_digit_pictures(count: int, seed: int) -> list[Picture]:
     return pictures
 
 
-GENERATOR_VERSION = 4  # bump when a drawing or the service's preprocessing changes, so cached sets are made anew
+GENERATOR_VERSION = 5  # bump when a drawing or the service's preprocessing changes, so cached sets are made anew
 CACHE = Path(".cache/pictures")
 
 

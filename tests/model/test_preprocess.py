@@ -83,6 +83,17 @@ def test_preprocess_mnist_digit_passes_through_unchanged(digits):
         assert np.corrcoef(p.pixels.ravel(), d.ravel() / 255.0)[0, 1] > 0.97
 
 
+def test_preprocess_a_digit_at_mnist_scale_keeps_its_strokes():
+    # a 7 drawn one pixel wide at MNIST's own size: widened at this scale (a one-pixel dilation) its
+    # strokes would come out three pixels wide
+    from PIL import ImageDraw
+
+    image = Image.new("L", (28, 28), 0)
+    ImageDraw.Draw(image).line([(8, 5), (19, 5), (12, 23)], fill=255, width=1)
+    p = prepare(image)
+    assert p.pixels.sum() < 1.5 * np.asarray(image).sum() / 255.0  # 1.3x: the fit into 20x20; 3.2x widened
+
+
 def test_preprocess_geometry_centre_of_mass_and_box():
     canvas = np.full((300, 500), 240, np.uint8)
     canvas[20:200, 400:430] = 10  # a tall dark bar near the right edge: a "1"

@@ -45,6 +45,15 @@ _UNEVEN_PAPER = 0.06
 # is widened to about the second
 _THIN_STROKE = 2.5
 _STROKE = 3.2
+# the ink's stroke length (half its outline) as a share of the crop's longer side, below which the
+# ink is not a pen's strokes but specks (dust on a page) and is not widened. A digit's strokes are
+# at least as long as its crop (a one-pixel hairline "1" reads 0.5: its outline is counted once);
+# specks of dust across a page read 0.1-0.3 (see _thicken)
+_SPECKS = 0.4
+# ink in the fitted box, in full-ink pixels per pixel of the box, below which the picture is refused
+# as ``no_digit``: MNIST's faintest training digit holds 0.05 (20 of the 20x20 box's 400), the
+# staged test digits at least 0.08; specks of dust across a page, not widened, arrive with 0.002
+_FAINTEST = 0.025
 
 
 # Pillow inflates a PNG's compressed text chunks when it opens the file, before any pixel: up to
@@ -225,7 +234,8 @@ def center_digit(ink: np.ndarray, size: int = 28, box: int = 20) -> np.ndarray:
     """Crop to the ink, fit in ``box`` x ``box`` keeping aspect, centre the mass in ``size``.
 
     Raises:
-        ImageError: ``no_digit`` when the picture has no ink at all (blank or uniform).
+        ImageError: ``no_digit`` when the picture has no ink at all (blank or uniform), or too
+            little once fitted to be a digit (:data:`_FAINTEST`: specks of dust on a blank page).
     """
     mask = ink > _INK_THRESHOLD
     rows = np.flatnonzero(mask.any(axis=1))
@@ -239,6 +249,8 @@ def center_digit(ink: np.ndarray, size: int = 28, box: int = 20) -> np.ndarray:
     fitted = Image.fromarray(np.ascontiguousarray(crop, dtype=np.float32))  # float32 -> mode "F"
     fitted = fitted.resize((new_w, new_h), Image.Resampling.LANCZOS)
     digit = np.clip(np.asarray(fitted, dtype=np.float32), 0.0, 1.0)
+    if float(digit.sum()) < _FAINTEST * box * box:
+        raise ImageError("no_digit", "no digit found: the ink is only specks, too little to be a digit")
     cy, cx = center_of_mass(digit)
     # shift so the mass lands on the canvas centre, keeping the whole digit inside the canvas
     top = min(max(round(size / 2 - cy), 0), size - new_h)
@@ -264,11 +276,17 @@ def _thicken(crop: np.ndarray, box: int) -> np.ndarray:
     Strokes narrower than :data:`_THIN_STROKE` pixels at the box's scale (measured on staged MNIST
     digits: 5% of MNIST's are below it, half of the thin-pen ones) are dilated, by a square maximum
     over the crop, to about :data:`_STROKE`, MNIST's usual width. A crop at most twice the box is
-    left alone: there a one-pixel dilation is a stroke of MNIST's own width doubled."""
+    left alone: there a one-pixel dilation is a stroke of MNIST's own width doubled. So is ink whose
+    strokes are much shorter than the crop is long (:data:`_SPECKS`): a few specks of dust across a
+    page are not strokes, and widened they would arrive as blobs a model may read as a digit."""
     scale = box / max(crop.shape)
     if scale > 0.5:  # a digit drawn at about MNIST's own scale: its strokes are what they are
         return crop
-    width = stroke_width(crop > _INK_THRESHOLD) * scale
+    mask = crop > _INK_THRESHOLD
+    width_px = stroke_width(mask)
+    if int(mask.sum()) / width_px < _SPECKS * max(crop.shape):  # stroke length: area over width
+        return crop
+    width = width_px * scale
     radius = round((_STROKE - width) / (2 * scale)) if width < _THIN_STROKE else 0
     if radius < 1:
         return crop

@@ -94,6 +94,28 @@ def test_preprocess_a_digit_at_mnist_scale_keeps_its_strokes():
     assert p.pixels.sum() < 1.5 * np.asarray(image).sum() / 255.0  # 1.3x: the fit into 20x20; 3.2x widened
 
 
+def test_preprocess_dust_on_a_blank_page_is_no_digit_but_a_hairline_one_is_read():
+    # a few specks of dust across a 500-pixel page: widened like a fine pen's strokes they arrived
+    # as blobs (read as a 5 or a 7 with full confidence); they are not strokes, and alone they hold
+    # a fraction of the ink of MNIST's faintest digit. A "1" drawn with a one-pixel pen on the
+    # same page is a stroke: it is widened and read.
+    from PIL import ImageDraw
+
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        page = Image.new("L", (500, 500), 235)
+        draw = ImageDraw.Draw(page)
+        for cx, cy in rng.uniform(0, 500, size=(int(rng.integers(2, 8)), 2)):
+            r = float(rng.uniform(1, 5))
+            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=40)
+        with pytest.raises(ImageError) as info:
+            prepare(page)
+        assert info.value.code == "no_digit"
+    page = Image.new("L", (500, 500), 235)
+    ImageDraw.Draw(page).line([(250, 100), (240, 400)], fill=40, width=1)
+    assert prepare(page).pixels.sum() > 20  # MNIST's faintest digit holds 20 full-ink pixels
+
+
 def test_preprocess_geometry_centre_of_mass_and_box():
     canvas = np.full((300, 500), 240, np.uint8)
     canvas[20:200, 400:430] = 10  # a tall dark bar near the right edge: a "1"

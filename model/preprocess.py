@@ -45,15 +45,18 @@ _UNEVEN_PAPER = 0.06
 # is widened to about the second
 _THIN_STROKE = 2.5
 _STROKE = 3.2
-# the ink's stroke length (half its outline) as a share of the crop's longer side, below which the
-# ink is not a pen's strokes but specks (dust on a page) and is not widened. A digit's strokes are
-# at least as long as its crop (a one-pixel hairline "1" reads 0.5: its outline is counted once);
-# specks of dust across a page read 0.1-0.3 (see _thicken)
-_SPECKS = 0.4
-# ink in the fitted box, in full-ink pixels per pixel of the box, below which the picture is refused
-# as ``no_digit``: MNIST's faintest training digit holds 0.05 (20 of the 20x20 box's 400), the
-# staged test digits at least 0.08; specks of dust across a page, not widened, arrive with 0.002
-_FAINTEST = 0.025
+# on a big canvas the ink is looked at in pieces: 8-connected on a grid of the box's resolution (a
+# cell per pixel of the 20-pixel box), cells one empty cell apart joined, so that a dotted or dashed
+# stroke is one piece and specks of dust a tenth of the page apart are not (see _pieces)
+# a piece holding less than this share of all the ink is a stray mark (a speck of dust, a smudge)
+# and is left out of the crop, unless no piece holds that much
+_STRAY = 0.15
+# when no piece spans this share of the box, the ink is specks, not strokes: it is not widened
+_SPECKS = 0.25
+# ink of specks once fitted, in full-ink pixels per pixel of the box's side, below which the picture
+# is refused as ``no_digit``: 10 in the 20-pixel box, half of MNIST's faintest training digit (20);
+# specks of dust across a page, not widened, arrive with about 1
+_FAINTEST = 0.5
 
 
 # Pillow inflates a PNG's compressed text chunks when it opens the file, before any pixel: up to
@@ -234,23 +237,27 @@ def center_digit(ink: np.ndarray, size: int = 28, box: int = 20) -> np.ndarray:
     """Crop to the ink, fit in ``box`` x ``box`` keeping aspect, centre the mass in ``size``.
 
     Raises:
-        ImageError: ``no_digit`` when the picture has no ink at all (blank or uniform), or too
-            little once fitted to be a digit (:data:`_FAINTEST`: specks of dust on a blank page).
+        ImageError: ``no_digit`` when the picture has no ink at all (blank or uniform), or only
+            specks too faint once fitted to be a digit (:data:`_FAINTEST`: dust on a blank page).
     """
     mask = ink > _INK_THRESHOLD
     rows = np.flatnonzero(mask.any(axis=1))
     if rows.size == 0:
         raise ImageError("no_digit", "no digit found: the image is blank or has no contrast")
     cols = np.flatnonzero(mask.any(axis=0))
-    crop = _thicken(ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1], box)
+    crop, specks = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1], False
+    if box / max(crop.shape) <= 0.5:  # a big canvas: stray marks left out, thin strokes widened
+        crop, specks = _main_ink(crop, box)
+        if not specks:  # specks of dust widened would arrive as blobs a model may read as a digit
+            crop = _thicken(crop, box)
     h, w = crop.shape
     scale = box / max(h, w)
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
     fitted = Image.fromarray(np.ascontiguousarray(crop, dtype=np.float32))  # float32 -> mode "F"
     fitted = fitted.resize((new_w, new_h), Image.Resampling.LANCZOS)
     digit = np.clip(np.asarray(fitted, dtype=np.float32), 0.0, 1.0)
-    if float(digit.sum()) < _FAINTEST * box * box:
-        raise ImageError("no_digit", "no digit found: the ink is only specks, too little to be a digit")
+    if specks and float(digit.sum()) < _FAINTEST * box:
+        raise ImageError("no_digit", "no digit found: the ink is only a few specks, too little to be a digit")
     cy, cx = center_of_mass(digit)
     # shift so the mass lands on the canvas centre, keeping the whole digit inside the canvas
     top = min(max(round(size / 2 - cy), 0), size - new_h)
@@ -269,6 +276,69 @@ def stroke_width(mask: np.ndarray) -> float:
     return 2 * area / max(area - int(inner.sum()), 1)
 
 
+def _pieces(crop: np.ndarray, box: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """The pieces of ink of ``crop`` on a grid of ``box`` cells along its longer side: the label of
+    each cell (-1 where it holds no ink), the ink each cell holds, and the cell's side in pixels.
+
+    Cells are joined when they touch (8-connected) or are one empty cell apart: a dotted or dashed
+    stroke is one piece, specks of dust scattered over a page are as many pieces. Labels are found
+    by each cell taking the least label of its 5x5 neighbourhood, then the label of that label's
+    cell, until nothing changes."""
+    h, w = crop.shape
+    cell = -(-max(h, w) // box)
+    gh, gw = -(-h // cell), -(-w // cell)
+    padded = np.zeros((gh * cell, gw * cell), np.float32)
+    padded[:h, :w] = np.where(crop > _INK_THRESHOLD, crop, 0)
+    mass = padded.reshape(gh, cell, gw, cell).sum(axis=(1, 3))
+    grid = mass > 0
+    none = gh * gw
+    labels = np.where(grid, np.arange(none).reshape(gh, gw), none)
+    while True:
+        padded_labels = np.pad(labels, 2, constant_values=none)
+        least = labels.copy()
+        for dy in range(5):
+            for dx in range(5):
+                np.minimum(least, padded_labels[dy : dy + gh, dx : dx + gw], out=least)
+        least = np.where(grid, least, none)
+        flat = least.ravel()
+        on = flat < none
+        flat[on] = flat[flat[on]]  # pointer jumping: a label is a cell of the same piece, labelled <= it
+        if np.array_equal(least, labels):
+            return np.where(grid, labels, -1), mass, cell
+        labels = least
+
+
+def _main_ink(crop: np.ndarray, box: int) -> tuple[np.ndarray, bool]:
+    """``crop`` without its stray marks, cropped anew, and whether its ink is specks.
+
+    Pieces of ink (:func:`_pieces`) holding less than :data:`_STRAY` of the ink are cleared, unless
+    none holds that much: a speck of dust far from a digit drawn on a big page would otherwise
+    stretch the crop, and the digit would arrive a few pixels tall in a corner of the box. The ink
+    left is specks when no piece of it spans :data:`_SPECKS` of the box (dust over a page)."""
+    labels, mass, cell = _pieces(crop, box)
+    found = labels >= 0
+    ids, inverse = np.unique(labels[found], return_inverse=True)
+    share = np.bincount(inverse, weights=mass[found]) / mass.sum()
+    if ids.size > 1 and share.max() >= _STRAY > share.min():
+        keep = np.zeros(mass.shape, bool)
+        keep[found] = share[inverse] >= _STRAY
+        keep_px = np.repeat(np.repeat(keep, cell, axis=0), cell, axis=1)[: crop.shape[0], : crop.shape[1]]
+        kept = np.where(keep_px, crop, 0)
+        ink = kept > _INK_THRESHOLD
+        rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+        crop = kept[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+        labels, mass, cell = _pieces(crop, box)
+    rows, cols = np.nonzero(labels >= 0)
+    piece = np.unique(labels[rows, cols], return_inverse=True)[1]
+    span = np.zeros(piece.max() + 1, np.int64)  # each piece's extent in cells, the longer way
+    for at in (rows, cols):
+        low, high = np.full_like(span, labels.size), np.zeros_like(span)
+        np.minimum.at(low, piece, at)
+        np.maximum.at(high, piece, at)
+        span = np.maximum(span, high - low + 1)
+    return crop, int(span.max()) < _SPECKS * box
+
+
 def _thicken(crop: np.ndarray, box: int) -> np.ndarray:
     """The cropped ink, its strokes widened if, once fitted into ``box``, they would be thinner
     than MNIST's thinnest (a fine pen on a big canvas arrives as a faint hairline).
@@ -276,17 +346,11 @@ def _thicken(crop: np.ndarray, box: int) -> np.ndarray:
     Strokes narrower than :data:`_THIN_STROKE` pixels at the box's scale (measured on staged MNIST
     digits: 5% of MNIST's are below it, half of the thin-pen ones) are dilated, by a square maximum
     over the crop, to about :data:`_STROKE`, MNIST's usual width. A crop at most twice the box is
-    left alone: there a one-pixel dilation is a stroke of MNIST's own width doubled. So is ink whose
-    strokes are much shorter than the crop is long (:data:`_SPECKS`): a few specks of dust across a
-    page are not strokes, and widened they would arrive as blobs a model may read as a digit."""
+    left alone: there a one-pixel dilation is a stroke of MNIST's own width doubled."""
     scale = box / max(crop.shape)
     if scale > 0.5:  # a digit drawn at about MNIST's own scale: its strokes are what they are
         return crop
-    mask = crop > _INK_THRESHOLD
-    width_px = stroke_width(mask)
-    if int(mask.sum()) / width_px < _SPECKS * max(crop.shape):  # stroke length: area over width
-        return crop
-    width = width_px * scale
+    width = stroke_width(crop > _INK_THRESHOLD) * scale
     radius = round((_STROKE - width) / (2 * scale)) if width < _THIN_STROKE else 0
     if radius < 1:
         return crop

@@ -1,8 +1,9 @@
 import io
+import itertools
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from model.preprocess import (
     WORKING_SIDE,
@@ -94,26 +95,60 @@ def test_preprocess_a_digit_at_mnist_scale_keeps_its_strokes():
     assert p.pixels.sum() < 1.5 * np.asarray(image).sum() / 255.0  # 1.3x: the fit into 20x20; 3.2x widened
 
 
-def test_preprocess_dust_on_a_blank_page_is_no_digit_but_a_hairline_one_is_read():
+def _page(side: int = 500) -> tuple[Image.Image, ImageDraw.ImageDraw]:
+    page = Image.new("L", (side, side), 235)
+    return page, ImageDraw.Draw(page)
+
+
+SEVEN = [(150, 150), (330, 150), (210, 350)]
+
+
+@pytest.mark.parametrize("size", [28, 56])
+def test_preprocess_dust_on_a_blank_page_is_no_digit_but_a_hairline_one_is_read(size):
     # a few specks of dust across a 500-pixel page: widened like a fine pen's strokes they arrived
     # as blobs (read as a 5 or a 7 with full confidence); they are not strokes, and alone they hold
     # a fraction of the ink of MNIST's faintest digit. A "1" drawn with a one-pixel pen on the
-    # same page is a stroke: it is widened and read.
-    from PIL import ImageDraw
-
+    # same page is a stroke: it is widened and read, at any model input size.
     rng = np.random.default_rng(0)
     for _ in range(5):
-        page = Image.new("L", (500, 500), 235)
-        draw = ImageDraw.Draw(page)
+        page, draw = _page()
         for cx, cy in rng.uniform(0, 500, size=(int(rng.integers(2, 8)), 2)):
             r = float(rng.uniform(1, 5))
             draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=40)
         with pytest.raises(ImageError) as info:
-            prepare(page)
+            prepare(page, size=size)
         assert info.value.code == "no_digit"
-    page = Image.new("L", (500, 500), 235)
-    ImageDraw.Draw(page).line([(250, 100), (240, 400)], fill=40, width=1)
-    assert prepare(page).pixels.sum() > 20  # MNIST's faintest digit holds 20 full-ink pixels
+    page, draw = _page()
+    draw.line([(250, 100), (240, 400)], fill=40, width=1)
+    assert prepare(page, size=size).pixels.sum() > 20 * (size / 28) ** 2  # MNIST's faintest digit: 20
+
+
+@pytest.mark.parametrize("distance", [40, 100, 150])
+def test_preprocess_a_speck_far_from_a_digit_is_left_out_of_the_crop(distance):
+    # a 7 drawn 200 pixels tall on a 500-pixel page and a speck of dust beside it: the crop took the
+    # speck in, and the 7 arrived squeezed into a corner of the box
+    page, draw = _page()
+    draw.line(SEVEN, fill=30, width=12)
+    alone = prepare(page).pixels
+    draw.ellipse([330 + distance - 4, 462, 330 + distance + 4, 470], fill=30)  # below and to the right
+    with_speck = prepare(page).pixels
+    assert np.corrcoef(alone.ravel(), with_speck.ravel())[0, 1] > 0.99
+
+
+@pytest.mark.parametrize(("dot", "step", "alike"), [(0.5, 6, 0.95), (1, 8, 0.95), (1.5, 15, 0.75), (2, 25, 0.5)])
+def test_preprocess_a_dotted_digit_on_a_big_canvas_is_read_like_a_solid_one(dot, step, alike):
+    # each dot is a speck, but together they are a stroke: not refused as dust, and widened like a
+    # stroke (the sparser the dots, the less the fitted 7 looks like a solid one: 0.61 at 25 px)
+    solid_page, solid = _page()
+    solid.line(SEVEN, fill=30, width=3)
+    page, draw = _page()
+    for (ax, ay), (bx, by) in itertools.pairwise(SEVEN):
+        n = max(1, int(np.hypot(bx - ax, by - ay) // step))
+        for k in range(n + 1):
+            cx, cy = ax + (bx - ax) * k / n, ay + (by - ay) * k / n
+            draw.ellipse([cx - dot, cy - dot, cx + dot, cy + dot], fill=30)
+    got, want = prepare(page).pixels, prepare(solid_page).pixels
+    assert np.corrcoef(got.ravel(), want.ravel())[0, 1] > alike
 
 
 def test_preprocess_geometry_centre_of_mass_and_box():

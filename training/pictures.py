@@ -36,6 +36,16 @@ Maker = Callable[[Rng], Image.Image]
 # Glyphs that *are* digits in most typefaces (O and o are a zero, I, l and | a one, / a slanted one)
 # are not negatives: a caller who sends them gets a digit, as a person reading them would say.
 LETTERS = "".join(c for c in string.ascii_letters if c not in "OoIl")
+# Greek and Cyrillic letters, drawn as a share of the letters kind (outlier exposure beyond the Latin
+# alphabet's shapes), without the ones that read as a digit (omicron and O, theta for a barred 0,
+# iota, I and lambda for 1, ze and e for 3, che for 4, be for 5 or 6, delta for 8) and those of the
+# held-out symbols (Omega, Sigma, Pi)
+SCRIPT_LETTERS = "".join(
+    c
+    for c in "ΑΒΓΔΕΖΗΘΙΚΛΜΝΞΟΠΡΣΤΥΦΧΨΩαβγδεζηθικλμνξοπρστυφχψω"
+    "АБВГДЕЖЗИЙКЛМНОПРСТУФХЦЧШЩЪЫЬЭЮЯабвгдежзийклмнопрстуфхцчшщъыьэюя"
+    if c not in "ΟοΘθΙιΛΩΣΠδЗзОоІіБбЧчЭэ"
+)
 SYMBOLS = "+-×÷=%&@#$€£¥?*§¶~^<>{}[]()\\:;\"'_•→←↑↓✓✗★♥♦♣♠∞≈≠±√∑∏∫Ω"
 WORDS = ("cat", "hello", "TOTAL", "Name", "yes", "no", "abc", "XYZ", "date", "Sum", "ok", "hi", "done", "kg")
 
@@ -66,8 +76,23 @@ def fonts() -> tuple[Path, ...]:
 
 
 def symbol_fonts() -> tuple[Path, ...]:
-    """The DejaVu faces, which hold every one of :data:`SYMBOLS`."""
+    """The DejaVu faces, which hold every one of :data:`SCRIPT_LETTERS` and, between them, every one
+    of :data:`SYMBOLS` (:func:`holding` says which)."""
     return tuple(p for p in fonts() if p.name.startswith("DejaVu"))
+
+
+def glyph_image(text: str, face: Path) -> np.ndarray:
+    image = Image.new("L", (96, 96), 255)
+    ImageDraw.Draw(image).text((16, 8), text, fill=0, font=ImageFont.truetype(str(face), 48))
+    return np.asarray(image)
+
+
+@cache
+def holding(glyph: str, faces: tuple[Path, ...]) -> tuple[Path, ...]:
+    """The faces that hold ``glyph``: a face without it draws its "missing glyph" box instead (the
+    one it draws for a private-use code point), as DejaVu's serif and oblique mono faces do for
+    a check mark, a cross and a star."""
+    return tuple(face for face in faces if not np.array_equal(glyph_image(glyph, face), glyph_image("\ue000", face)))
 
 
 def digit_fonts() -> tuple[Path, ...]:
@@ -108,11 +133,15 @@ def _text(rng: Rng, text: str, font_list: tuple[Path, ...]) -> Image.Image:
 
 
 def letter(rng: Rng) -> Image.Image:
+    """A Latin letter in any typeface, or (one in four) a Greek or Cyrillic one in DejaVu's."""
+    if rng.random() < 0.25:
+        return _text(rng, SCRIPT_LETTERS[int(rng.integers(len(SCRIPT_LETTERS)))], symbol_fonts())
     return _text(rng, LETTERS[int(rng.integers(len(LETTERS)))], fonts())
 
 
 def symbol(rng: Rng) -> Image.Image:
-    return _text(rng, SYMBOLS[int(rng.integers(len(SYMBOLS)))], symbol_fonts())
+    glyph = SYMBOLS[int(rng.integers(len(SYMBOLS)))]
+    return _text(rng, glyph, holding(glyph, symbol_fonts()))
 
 
 def word(rng: Rng) -> Image.Image:
@@ -433,7 +462,7 @@ def typed_digit_pictures(count: int, seed: int) -> list[Picture]:
     return pictures
 
 
-GENERATOR_VERSION = 5  # bump when a drawing or the service's preprocessing changes, so cached sets are made anew
+GENERATOR_VERSION = 7  # bump when a drawing or the service's preprocessing changes, so cached sets are made anew
 CACHE = Path(".cache/pictures")
 
 

@@ -48,11 +48,15 @@ _STROKE = 3.2
 # on a big canvas the ink is looked at in pieces: 8-connected on a grid of the box's resolution (a
 # cell per pixel of the 20-pixel box), cells one empty cell apart joined, so that a dotted or dashed
 # stroke is one piece and specks of dust a tenth of the page apart are not (see _pieces)
-# a piece holding less than this share of all the ink is a stray mark (a speck of dust, a smudge)
-# and is left out of the crop, unless no piece holds that much
+# a piece holding less than this share of all the ink is small; a small piece farther from the rest
+# of the ink than this share of the rest's extent is a stray mark (a speck of dust, a smudge) and is
+# left out of the crop (see _main_ink)
 _STRAY = 0.15
-# when no piece spans this share of the box, the ink is specks, not strokes: it is not widened
-_SPECKS = 0.25
+_STRAY_GAP = 0.25
+# the ink is specks, not strokes (dust over a page), when no piece spans a quarter of the box's grid
+# and no solid run of ink (without the one-cell joins, on a grid twice as fine) spans an eighth of
+# it: such ink is not widened. Specks of dust are a cell or two; a dash of a dashed digit is longer
+_SPECKS = (5, 5)
 # ink of specks once fitted, in full-ink pixels per pixel of the box's side, below which the picture
 # is refused as ``no_digit``: 10 in the 20-pixel box, half of MNIST's faintest training digit (20);
 # specks of dust across a page, not widened, arrive with about 1
@@ -276,14 +280,14 @@ def stroke_width(mask: np.ndarray) -> float:
     return 2 * area / max(area - int(inner.sum()), 1)
 
 
-def _pieces(crop: np.ndarray, box: int) -> tuple[np.ndarray, np.ndarray, int]:
+def _pieces(crop: np.ndarray, box: int, join: int = 1) -> tuple[np.ndarray, np.ndarray, int]:
     """The pieces of ink of ``crop`` on a grid of ``box`` cells along its longer side: the label of
     each cell (-1 where it holds no ink), the ink each cell holds, and the cell's side in pixels.
 
-    Cells are joined when they touch (8-connected) or are one empty cell apart: a dotted or dashed
-    stroke is one piece, specks of dust scattered over a page are as many pieces. Labels are found
-    by each cell taking the least label of its 5x5 neighbourhood, then the label of that label's
-    cell, until nothing changes."""
+    Cells are joined when they touch (8-connected) or are up to ``join`` empty cells apart: with one,
+    a dotted or dashed stroke is one piece, specks of dust scattered over a page are as many pieces.
+    Labels are found by each cell taking the least label of its neighbourhood, then the label of
+    that label's cell, until nothing changes."""
     h, w = crop.shape
     cell = -(-max(h, w) // box)
     gh, gw = -(-h // cell), -(-w // cell)
@@ -294,10 +298,10 @@ def _pieces(crop: np.ndarray, box: int) -> tuple[np.ndarray, np.ndarray, int]:
     none = gh * gw
     labels = np.where(grid, np.arange(none).reshape(gh, gw), none)
     while True:
-        padded_labels = np.pad(labels, 2, constant_values=none)
+        padded_labels = np.pad(labels, join + 1, constant_values=none)
         least = labels.copy()
-        for dy in range(5):
-            for dx in range(5):
+        for dy in range(2 * join + 3):
+            for dx in range(2 * join + 3):
                 np.minimum(least, padded_labels[dy : dy + gh, dx : dx + gw], out=least)
         least = np.where(grid, least, none)
         flat = least.ravel()
@@ -311,32 +315,61 @@ def _pieces(crop: np.ndarray, box: int) -> tuple[np.ndarray, np.ndarray, int]:
 def _main_ink(crop: np.ndarray, box: int) -> tuple[np.ndarray, bool]:
     """``crop`` without its stray marks, cropped anew, and whether its ink is specks.
 
-    Pieces of ink (:func:`_pieces`) holding less than :data:`_STRAY` of the ink are cleared, unless
-    none holds that much: a speck of dust far from a digit drawn on a big page would otherwise
-    stretch the crop, and the digit would arrive a few pixels tall in a corner of the box. The ink
-    left is specks when no piece of it spans :data:`_SPECKS` of the box (dust over a page)."""
+    The main ink is every piece (:func:`_pieces`) holding at least :data:`_STRAY` of the ink, and
+    then, in turn, every piece within :data:`_STRAY_GAP` of the main ink's extent of it (a floating
+    bar of a 5, the dashes of a dashed digit, one after the other). What is left are stray marks: a
+    speck of dust far from a digit drawn on a big page would otherwise stretch the crop, and the
+    digit would arrive a few pixels tall in a corner of the box. When no piece holds that much
+    (dust, a dotted line), nothing is left out. The ink is specks when no piece of it spans
+    :data:`_SPECKS` cells: dots, not strokes."""
     labels, mass, cell = _pieces(crop, box)
-    found = labels >= 0
-    ids, inverse = np.unique(labels[found], return_inverse=True)
-    share = np.bincount(inverse, weights=mass[found]) / mass.sum()
-    if ids.size > 1 and share.max() >= _STRAY > share.min():
-        keep = np.zeros(mass.shape, bool)
-        keep[found] = share[inverse] >= _STRAY
-        keep_px = np.repeat(np.repeat(keep, cell, axis=0), cell, axis=1)[: crop.shape[0], : crop.shape[1]]
-        kept = np.where(keep_px, crop, 0)
-        ink = kept > _INK_THRESHOLD
-        rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
-        crop = kept[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-        labels, mass, cell = _pieces(crop, box)
+    extent = _extents(labels)
+    share = np.bincount(labels[labels >= 0], weights=mass[labels >= 0]) / mass.sum()
+    main = share >= _STRAY
+    if main.any():
+        while True:  # grow the main ink by the pieces near it
+            top, bottom = extent[main, 0].min(), extent[main, 1].max()
+            left, right = extent[main, 2].min(), extent[main, 3].max()
+            reach = _STRAY_GAP * max(bottom - top + 1, right - left + 1)
+            gap = np.maximum.reduce(
+                [top - extent[:, 1], extent[:, 0] - bottom, left - extent[:, 3], extent[:, 2] - right]
+            )
+            near = ~main & (gap - 1 <= reach)  # gap: empty cells between a piece and the main ink
+            if not near.any():
+                break
+            main |= near
+        if not main.all():
+            keep = np.where(labels >= 0, main[labels], False)
+            keep_px = np.repeat(np.repeat(keep, cell, axis=0), cell, axis=1)[: crop.shape[0], : crop.shape[1]]
+            kept = np.where(keep_px, crop, 0)
+            ink = kept > _INK_THRESHOLD
+            rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+            crop = kept[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+            labels = _pieces(crop, box)[0]
+    solid = _pieces(crop, 2 * box, join=0)[0]
+    specks = _span(labels) < _SPECKS[0] and _span(solid) < _SPECKS[1]
+    return crop, specks
+
+
+def _extents(labels: np.ndarray) -> np.ndarray:
+    """Each piece's first and last row and first and last column of cells: (pieces, 4), by label
+    in order (labels of :func:`_pieces` are renumbered 0, 1, ... first)."""
     rows, cols = np.nonzero(labels >= 0)
-    piece = np.unique(labels[rows, cols], return_inverse=True)[1]
-    span = np.zeros(piece.max() + 1, np.int64)  # each piece's extent in cells, the longer way
-    for at in (rows, cols):
-        low, high = np.full_like(span, labels.size), np.zeros_like(span)
-        np.minimum.at(low, piece, at)
-        np.maximum.at(high, piece, at)
-        span = np.maximum(span, high - low + 1)
-    return crop, int(span.max()) < _SPECKS * box
+    ids, piece = np.unique(labels[rows, cols], return_inverse=True)
+    labels[rows, cols] = piece
+    out = np.zeros((ids.size, 4), np.int64)
+    out[:, 0::2] = labels.size
+    np.minimum.at(out[:, 0], piece, rows)
+    np.maximum.at(out[:, 1], piece, rows)
+    np.minimum.at(out[:, 2], piece, cols)
+    np.maximum.at(out[:, 3], piece, cols)
+    return out
+
+
+def _span(labels: np.ndarray) -> int:
+    """The most cells any piece spans, the longer way."""
+    extent = _extents(labels)
+    return int(np.maximum(extent[:, 1] - extent[:, 0], extent[:, 3] - extent[:, 2]).max()) + 1
 
 
 def _thicken(crop: np.ndarray, box: int) -> np.ndarray:

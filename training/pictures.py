@@ -462,7 +462,7 @@ def typed_digit_pictures(count: int, seed: int) -> list[Picture]:
     return pictures
 
 
-GENERATOR_VERSION = 7  # bump when a drawing or the service's preprocessing changes, so cached sets are made anew
+GENERATOR_VERSION = 8  # bump when a drawing or the service's preprocessing changes, so cached sets are made anew
 CACHE = Path(".cache/pictures")
 
 

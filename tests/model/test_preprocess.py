@@ -151,6 +151,41 @@ def test_preprocess_a_dotted_digit_on_a_big_canvas_is_read_like_a_solid_one(dot,
     assert np.corrcoef(got.ravel(), want.ravel())[0, 1] > alike
 
 
+@pytest.mark.parametrize(("dash", "gap"), [(40, 45), (50, 50), (16, 18), (40, 80)])
+def test_preprocess_a_dashed_digit_keeps_every_dash(dash, gap):
+    # dashes as long as the gaps between them: each dash is a piece of its own, one of them may
+    # hold more ink than the rest, and none is a speck
+    page, draw = _page()
+    seven = [(100, 100), (370, 100), (190, 400)]  # 300 pixels tall, a 3-pixel pen
+    for (ax, ay), (bx, by) in itertools.pairwise(seven):
+        length = float(np.hypot(bx - ax, by - ay))
+        for start in np.arange(0, length, dash + gap):
+            end = min(start + dash, length)
+            draw.line(
+                [(ax + (bx - ax) * t / length, ay + (by - ay) * t / length) for t in (start, end)], fill=30, width=3
+            )
+    got = prepare(page).pixels
+    ink = np.asarray(page) < 128
+    rows, cols = (np.flatnonzero(got.max(axis=a) > 0.2) for a in (1, 0))
+    # fitted with the page's own proportions: a dash left out would change them
+    page_rows, page_cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    assert np.ptp(rows) / np.ptp(cols) == pytest.approx(np.ptp(page_rows) / np.ptp(page_cols), rel=0.1)
+
+
+def test_preprocess_a_five_keeps_its_floating_top_bar():
+    # the bar holds a tenth of the ink and floats 50 pixels above the body: small, but near the
+    # digit, so not a stray mark like a speck of dust
+    body = [(190, 250), (190, 300), (290, 300), (310, 360), (290, 420), (200, 440)]
+    with_bar, draw = _page()
+    draw.line(body, fill=30, width=5)
+    draw.line([(195, 200), (235, 200)], fill=30, width=5)
+    body_only, draw = _page()
+    draw.line(body, fill=30, width=5)
+    got, without = prepare(with_bar).pixels, prepare(body_only).pixels
+    width = [np.ptp(np.flatnonzero(p.max(axis=0) > 0.2)) for p in (got, without)]
+    assert width[0] < width[1] - 1, width  # fitted 20 tall, the 5 with its bar is the narrower
+
+
 def test_preprocess_geometry_centre_of_mass_and_box():
     canvas = np.full((300, 500), 240, np.uint8)
     canvas[20:200, 400:430] = 10  # a tall dark bar near the right edge: a "1"

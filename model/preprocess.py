@@ -297,12 +297,15 @@ def _pieces(crop: np.ndarray, box: int, join: int = 1) -> tuple[np.ndarray, np.n
     grid = mass > 0
     none = gh * gw
     labels = np.where(grid, np.arange(none).reshape(gh, gw), none)
+    side = 2 * join + 3  # the neighbourhood's side; its minimum is taken along rows, then columns
     while True:
         padded_labels = np.pad(labels, join + 1, constant_values=none)
-        least = labels.copy()
-        for dy in range(2 * join + 3):
-            for dx in range(2 * join + 3):
-                np.minimum(least, padded_labels[dy : dy + gh, dx : dx + gw], out=least)
+        rows = padded_labels[:, :gw].copy()
+        for dx in range(1, side):
+            np.minimum(rows, padded_labels[:, dx : dx + gw], out=rows)
+        least = rows[:gh].copy()
+        for dy in range(1, side):
+            np.minimum(least, rows[dy : dy + gh], out=least)
         least = np.where(grid, least, none)
         flat = least.ravel()
         on = flat < none
@@ -346,8 +349,7 @@ def _main_ink(crop: np.ndarray, box: int) -> tuple[np.ndarray, bool]:
             rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
             crop = kept[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
             labels = _pieces(crop, box)[0]
-    solid = _pieces(crop, 2 * box, join=0)[0]
-    specks = _span(labels) < _SPECKS[0] and _span(solid) < _SPECKS[1]
+    specks = _span(labels) < _SPECKS[0] and _span(_pieces(crop, 2 * box, join=0)[0]) < _SPECKS[1]
     return crop, specks
 
 

@@ -56,7 +56,8 @@ _STRAY_GAP = 0.25
 # the ink is specks, not strokes (dust over a page), when no piece spans a quarter of the box's grid
 # and no solid run of ink (without the one-cell joins, on a grid twice as fine) spans an eighth of
 # it: such ink is not widened. Specks of dust are a cell or two; a dash of a dashed digit is longer
-_SPECKS = (5, 5)
+_SPECKS_PIECE = 5  # cells of the box's grid
+_SPECKS_RUN = 5  # cells of the grid twice as fine
 # ink of specks once fitted, in full-ink pixels per pixel of the box's side, below which the picture
 # is refused as ``no_digit``: 10 in the 20-pixel box, half of MNIST's faintest training digit (20);
 # specks of dust across a page, not widened, arrive with about 1
@@ -282,7 +283,8 @@ def stroke_width(mask: np.ndarray) -> float:
 
 def _pieces(crop: np.ndarray, box: int, join: int = 1) -> tuple[np.ndarray, np.ndarray, int]:
     """The pieces of ink of ``crop`` on a grid of ``box`` cells along its longer side: the label of
-    each cell (-1 where it holds no ink), the ink each cell holds, and the cell's side in pixels.
+    each cell (0, 1, ... by piece; -1 where it holds no ink), the ink each cell holds, and the
+    cell's side in pixels.
 
     Cells are joined when they touch (8-connected) or are up to ``join`` empty cells apart: with one,
     a dotted or dashed stroke is one piece, specks of dust scattered over a page are as many pieces.
@@ -311,8 +313,11 @@ def _pieces(crop: np.ndarray, box: int, join: int = 1) -> tuple[np.ndarray, np.n
         on = flat < none
         flat[on] = flat[flat[on]]  # pointer jumping: a label is a cell of the same piece, labelled <= it
         if np.array_equal(least, labels):
-            return np.where(grid, labels, -1), mass, cell
+            break
         labels = least
+    out = np.full(labels.shape, -1)
+    out[grid] = np.unique(labels[grid], return_inverse=True)[1]  # numbered 0, 1, ... in order
+    return out, mass, cell
 
 
 def _main_ink(crop: np.ndarray, box: int) -> tuple[np.ndarray, bool]:
@@ -323,8 +328,9 @@ def _main_ink(crop: np.ndarray, box: int) -> tuple[np.ndarray, bool]:
     bar of a 5, the dashes of a dashed digit, one after the other). What is left are stray marks: a
     speck of dust far from a digit drawn on a big page would otherwise stretch the crop, and the
     digit would arrive a few pixels tall in a corner of the box. When no piece holds that much
-    (dust, a dotted line), nothing is left out. The ink is specks when no piece of it spans
-    :data:`_SPECKS` cells: dots, not strokes."""
+    (dust, a dotted line), nothing is left out. The ink is specks, dots and not strokes, when no
+    piece of it spans :data:`_SPECKS_PIECE` cells and no solid run :data:`_SPECKS_RUN` cells of a
+    grid twice as fine."""
     labels, mass, cell = _pieces(crop, box)
     extent = _extents(labels)
     share = np.bincount(labels[labels >= 0], weights=mass[labels >= 0]) / mass.sum()
@@ -349,17 +355,15 @@ def _main_ink(crop: np.ndarray, box: int) -> tuple[np.ndarray, bool]:
             rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
             crop = kept[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
             labels = _pieces(crop, box)[0]
-    specks = _span(labels) < _SPECKS[0] and _span(_pieces(crop, 2 * box, join=0)[0]) < _SPECKS[1]
+    specks = _span(labels) < _SPECKS_PIECE and _span(_pieces(crop, 2 * box, join=0)[0]) < _SPECKS_RUN
     return crop, specks
 
 
 def _extents(labels: np.ndarray) -> np.ndarray:
-    """Each piece's first and last row and first and last column of cells: (pieces, 4), by label
-    in order (labels of :func:`_pieces` are renumbered 0, 1, ... first)."""
+    """Each piece's first and last row and first and last column of cells: (pieces, 4), by label."""
     rows, cols = np.nonzero(labels >= 0)
-    ids, piece = np.unique(labels[rows, cols], return_inverse=True)
-    labels[rows, cols] = piece
-    out = np.zeros((ids.size, 4), np.int64)
+    piece = labels[rows, cols]
+    out = np.zeros((int(piece.max()) + 1, 4), np.int64)
     out[:, 0::2] = labels.size
     np.minimum.at(out[:, 0], piece, rows)
     np.maximum.at(out[:, 1], piece, rows)

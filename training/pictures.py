@@ -82,6 +82,7 @@ def symbol_fonts() -> tuple[Path, ...]:
 
 
 def glyph_image(text: str, face: Path) -> np.ndarray:
+    """``text`` drawn black on white in ``face`` at 48 points, as a 96x96 array."""
     image = Image.new("L", (96, 96), 255)
     ImageDraw.Draw(image).text((16, 8), text, fill=0, font=ImageFont.truetype(str(face), 48))
     return np.asarray(image)

@@ -7,10 +7,12 @@ cross-entropy, and which images it gets right, for the paired tests) and keeps i
 Then the suite's costs are measured once per variant on fresh models (parameters, FLOPs with the
 attention products, activation memory, and interleaved speed rounds: see ``training/costs.py``).
 
-Results go to ``<out>/<suite>/`` (``<out>/<suite>-<budget>/`` for a non-default budget):
-``results.json``, ``results.csv``, ``results.md`` (the tables of docs/RESULTS.md) and PNG plots.
-A finished run is never trained again and an interrupted one resumes from its last epoch, so the
-same command continues a suite where it stopped. ``--quick`` shrinks data and epochs to minutes.
+Results go to ``<out>/<suite>/`` (``<out>/<suite>-<budget>/`` for a non-default budget; ``<out>`` is
+``docs/results`` unless ``--out-dir`` says otherwise): ``results.json``, ``results.csv``,
+``results.md`` (the tables of docs/RESULTS.md), PNG plots, and ``runs/<run>/`` per run. A finished
+run is never trained again and an interrupted one resumes from its last epoch, so the same command
+continues a suite where it stopped; the runs' records are committed, so that holds on a fresh clone.
+``--quick`` shrinks data and epochs to minutes.
 """
 
 from __future__ import annotations
@@ -157,6 +159,9 @@ BASE = TrainConfig(
 )
 QUICK = {"epochs": 1, "limit": 3000, "val_size": 300}
 DEFAULT_SEEDS = (0, 1, 2)
+# The runs' records (config, curve, result, which test images each got right) are small and tracked
+# by git, so a fresh clone resumes a suite where it stopped; their checkpoints are ignored.
+RESULTS_DIR = Path("docs/results")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -166,7 +171,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, help=f"epochs per run (default {BASE.epochs}, or the suite's)")
     p.add_argument("--limit", type=int, help="training images per run (default: all, or the suite's)")
     p.add_argument("--data-dir", type=Path, default=Path("data"))
-    p.add_argument("--out-dir", type=Path, default=Path("runs/experiments"))
+    p.add_argument(
+        "--out-dir",
+        type=Path,
+        default=RESULTS_DIR,
+        help=f"where suites keep their runs and tables (default {RESULTS_DIR}: tracked by git, checkpoints aside)",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0, help="torch threads per run (0: torch's default)")
     p.add_argument("--no-costs", action="store_true", help="train only; measure the costs in a later, quiet run")

@@ -1,5 +1,7 @@
 import csv
 import json
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from training.data import Split, to_input
 from training.engine import fit_input, input_shape, predict
 from training.experiments import (
     BASE,
+    RESULTS_DIR,
     SUITES,
     attention_cost,
     budget_tag,
@@ -72,6 +75,12 @@ def test_suite_runs_every_variant_per_seed_compares_them_and_resumes(tmp_path, m
     stamp = (out / "runs" / "learned-seed0" / "metrics.jsonl").stat().st_mtime
     assert main(args) == 0  # resumed: finished runs are not trained again
     assert (out / "runs" / "learned-seed0" / "metrics.jsonl").stat().st_mtime == stamp
+    # a fresh clone has the runs' records but not their checkpoints (git ignores them): still done
+    for checkpoint in out.rglob("*.safetensors"):
+        checkpoint.unlink()
+    assert main(args) == 0
+    assert (out / "runs" / "learned-seed0" / "metrics.jsonl").stat().st_mtime == stamp
+    assert json.loads((out / "results.json").read_text())["rows"] == results["rows"]
     # a run directory left by another config (an older budget, another variant) is moved aside,
     # not resumed or reused
     learned, sincos = out / "runs" / "learned-seed0", out / "runs" / "sincos2d-seed0"
@@ -83,6 +92,19 @@ def test_suite_runs_every_variant_per_seed_compares_them_and_resumes(tmp_path, m
     assert json.loads((learned / "config.json").read_text())["model"]["pos_embed"] == "learned"
     assert len((learned / "metrics.jsonl").read_text().splitlines()) == 1  # one epoch, not appended
     assert (sincos / "metrics.jsonl").stat().st_mtime == sincos_stamp
+
+
+def test_git_keeps_the_runs_records_in_the_default_results_folder_but_not_their_checkpoints():
+    root = Path(__file__).resolve().parents[2]
+    if not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    run = RESULTS_DIR / "posenc" / "runs" / "learned-seed0"
+    record = [run / n for n in ("config.json", "metrics.jsonl", "result.json", "test_correct.npy")]
+    record += [RESULTS_DIR / "posenc" / n for n in ("results.json", "results.md", "costs.json", "accuracy.png")]
+    checkpoints = [run / "best.safetensors", run / "last.state.safetensors"]
+    paths = [str(p) for p in record + checkpoints]
+    ignored = subprocess.run(["git", "check-ignore", *paths], cwd=root, capture_output=True, text=True).stdout
+    assert sorted(ignored.split()) == sorted(str(p) for p in checkpoints)
 
 
 def test_suite_measures_costs_once_per_variant(tmp_path, monkeypatch):

@@ -45,6 +45,7 @@ from training.plots import plot_reliability
 log = logging.getLogger(__name__)
 BINS = 15  # equal-width confidence bins of the expected calibration error
 DIGIT_FLAG_RATE = 0.005  # share of validation digits the threshold may flag
+FEATURE_FIT_IMAGES = 20_000  # training digits the feature-space alternative's class means are fitted on
 SEEDS = {"val_nondigits": 1001, "test_nondigits": 1002, "held_out": 1003, "staged_val": 1004, "staged_test": 1005}
 
 
@@ -112,6 +113,30 @@ def auroc(positives: torch.Tensor | np.ndarray, negatives: torch.Tensor | np.nda
     return float((ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+@dataclasses.dataclass(frozen=True)
+class FeatureDistance:
+    """The alternative in feature space: the Mahalanobis distance from the head's input (the pooled
+    class token) to the nearest class mean, with one covariance shared by the classes (Lee et al.
+    2018), fitted on training digits. Its digit score is minus the squared distance."""
+
+    means: torch.Tensor  # (classes, dim)
+    precision: torch.Tensor  # (dim, dim)
+
+    @classmethod
+    def fit(cls, features: torch.Tensor, labels: torch.Tensor) -> FeatureDistance:
+        x = features.double()
+        classes = labels.unique()  # those present: a class without images has no mean
+        means = torch.stack([x[labels == c].mean(0) for c in classes])
+        centred = x - means[torch.searchsorted(classes, labels)]
+        covariance = centred.T @ centred / len(x)
+        return cls(means, torch.linalg.pinv(covariance, hermitian=True))
+
+    def scores(self, features: torch.Tensor) -> np.ndarray:
+        d = features.double()[:, None, :] - self.means[None]  # (N, classes, dim)
+        squared = torch.einsum("ncd,de,nce->nc", d, self.precision, d)
+        return (-squared.min(dim=1).values).float().numpy()
+
+
 def choose_threshold(digit_scores_: torch.Tensor | np.ndarray, rate: float = DIGIT_FLAG_RATE) -> float:
     """The score below which ``rate`` of these digits fall."""
     return float(torch.quantile(torch.as_tensor(digit_scores_).double(), rate))
@@ -130,18 +155,32 @@ class Scored:
     labels: torch.Tensor
     kinds: np.ndarray
     refused: dict[str, int]
+    features: torch.Tensor  # the head's input per picture, for the feature-space alternative
+
+
+def scored(model: torch.nn.Module, split: Split, kinds: np.ndarray, refused: dict[str, int]) -> Scored:
+    """Logits and the head's input (a hook on ``model.head``: ours and timm's ViT both have one)."""
+    features: list[torch.Tensor] = []
+    hook = model.get_submodule("head").register_forward_hook(
+        lambda _module, inputs, _output: features.append(inputs[0].detach().float().cpu())
+    )
+    try:
+        logits = predict(model, split, torch.device("cpu"))
+    finally:
+        hook.remove()
+    return Scored(logits, split.labels, kinds, refused, torch.cat(features) if features else torch.empty(0, 0))
 
 
 def score_set(ckpt: LoadedCheckpoint, pictures: PictureSet) -> Scored:
     split = Split(torch.from_numpy(pictures.images), torch.from_numpy(pictures.labels).long())
-    return Scored(predict(ckpt.model, split, torch.device("cpu")), split.labels, pictures.kinds, pictures.refused)
+    return scored(ckpt.model, split, pictures.kinds, pictures.refused)
 
 
-def trust_sets(args: argparse.Namespace, seed: int, val_size: int) -> tuple[Split, Split, dict[str, PictureSet]]:
-    """MNIST validation and test splits, and the generated picture sets."""
+def trust_sets(args: argparse.Namespace, seed: int, val_size: int) -> tuple[Split, Split, Split, dict[str, PictureSet]]:
+    """MNIST training, validation and test splits, and the generated picture sets."""
     root = prepare_root(args.data_dir)
     train = load_split(root, train=True)
-    _, val = train_val_split(train, min(val_size, len(train) // 5), seed)  # // 5: as a --limit run does
+    train, val = train_val_split(train, min(val_size, len(train) // 5), seed)  # // 5: as a --limit run does
     test = load_split(root, train=False)
     n = args.per_kind
 
@@ -159,7 +198,7 @@ def trust_sets(args: argparse.Namespace, seed: int, val_size: int) -> tuple[Spli
         "staged_val": picture_set(f"trust-staged-val-s{seed}", stage(val, 1000), 1000, SEEDS["staged_val"]),
         "staged_test": picture_set("trust-staged-test", stage(test, args.staged), args.staged, SEEDS["staged_test"]),
     }
-    return val, test, sets
+    return train, val, test, sets
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,7 +234,11 @@ def fit(val: Scored, staged_val: Scored, val_nondigits: Scored) -> Calibration:
 
 def flagged(cal: Calibration, s: Scored) -> dict[str, Any]:
     """Share of a set called not-a-digit (refused pictures count as flagged), overall and per kind."""
-    is_digit = cal.is_digit(cal.scores(s.logits))
+    return flagged_share(cal.is_digit(cal.scores(s.logits)), s)
+
+
+def flagged_share(is_digit: np.ndarray, s: Scored) -> dict[str, Any]:
+    """:func:`flagged` for any verdict ``is_digit`` on the pictures of ``s``."""
     out: dict[str, Any] = {}
     for kind in sorted(set(s.kinds.tolist()) | set(s.refused)):
         members = s.kinds == kind
@@ -229,14 +272,15 @@ def detection(cal: Calibration, digits: torch.Tensor, nondigits: Scored) -> dict
 def report_for(ckpt: LoadedCheckpoint, args: argparse.Namespace) -> tuple[Calibration, dict[str, Any]]:
     """Fit on validation data, then every figure of the trust report, for one checkpoint."""
     recipe = ckpt.meta.training.get("recipe", {})
-    val, test, sets = trust_sets(args, int(recipe.get("seed", 0)), int(recipe.get("val_size", 5000)))
-    cpu = torch.device("cpu")
-    mnist_val = Scored(predict(ckpt.model, val, cpu), val.labels, np.full(len(val), "mnist"), {})
-    mnist_test = Scored(predict(ckpt.model, test, cpu), test.labels, np.full(len(test), "mnist"), {})
-    scored = {name: score_set(ckpt, pictures) for name, pictures in sets.items()}
-    cal = fit(mnist_val, scored["staged_val"], scored["val_nondigits"])
-    staged = scored["staged_test"]
-    test_digits = torch.cat([mnist_test.logits, scored["staged_test"].logits])
+    train, val, test, sets = trust_sets(args, int(recipe.get("seed", 0)), int(recipe.get("val_size", 5000)))
+    fit_on = Split(train.images[:FEATURE_FIT_IMAGES], train.labels[:FEATURE_FIT_IMAGES])
+    mnist_train = scored(ckpt.model, fit_on, np.full(len(fit_on), "mnist"), {})
+    mnist_val = scored(ckpt.model, val, np.full(len(val), "mnist"), {})
+    mnist_test = scored(ckpt.model, test, np.full(len(test), "mnist"), {})
+    scored_sets = {name: score_set(ckpt, pictures) for name, pictures in sets.items()}
+    cal = fit(mnist_val, scored_sets["staged_val"], scored_sets["val_nondigits"])
+    staged = scored_sets["staged_test"]
+    test_digits = torch.cat([mnist_test.logits, staged.logits])
     uncalibrated = Calibration()
     report: dict[str, Any] = {
         "checkpoint": str(ckpt.path),
@@ -254,25 +298,39 @@ def report_for(ckpt: LoadedCheckpoint, args: argparse.Namespace) -> tuple[Calibr
             **reliability(cal.probabilities(staged.logits), staged.labels),
             "flagged": flagged(cal, staged),
         },
-        "nondigits_training_kinds": flagged(cal, scored["test_nondigits"]),
-        "nondigits_held_out": flagged(cal, scored["held_out"]),
-        "auroc_held_out": detection(cal, test_digits, scored["held_out"]),
-        "auroc_training_kinds": detection(cal, test_digits, scored["test_nondigits"])["all"],
-        "alternatives": alternatives(cal, mnist_val, scored, test_digits),
+        "nondigits_training_kinds": flagged(cal, scored_sets["test_nondigits"]),
+        "nondigits_held_out": flagged(cal, scored_sets["held_out"]),
+        "auroc_held_out": detection(cal, test_digits, scored_sets["held_out"]),
+        "auroc_training_kinds": detection(cal, test_digits, scored_sets["test_nondigits"])["all"],
+        "alternatives": alternatives(cal, mnist_train, mnist_val, mnist_test, scored_sets),
     }
     return cal, report
 
 
-def alternatives(cal: Calibration, val: Scored, scored: dict[str, Scored], test_digits: torch.Tensor) -> dict[str, Any]:
-    """Every score, each with its own validation-chosen threshold, on the held-out kinds."""
+def alternatives(
+    cal: Calibration, train: Scored, val: Scored, test: Scored, scored_sets: dict[str, Scored]
+) -> dict[str, Any]:
+    """Every score, each with its own validation-chosen threshold, on the held-out kinds: the three
+    logit scores, and the Mahalanobis distance in feature space (fitted on ``train``)."""
+    digits_val = [val, scored_sets["staged_val"]]
+    digits_test = [test, scored_sets["staged_test"]]
+    held_out = scored_sets["held_out"]
+
+    def logit_rule(score: Score) -> Callable[[Scored], np.ndarray]:
+        return lambda s: digit_scores(s.logits, score, cal.temperature)
+
+    rules: dict[str, Callable[[Scored], np.ndarray]] = {score: logit_rule(score) for score in SCORES}
+    distance = FeatureDistance.fit(train.features, train.labels)
+    rules["mahalanobis"] = lambda s: distance.scores(s.features)
     out: dict[str, Any] = {}
-    for score in SCORES:
-        digits = torch.cat([val.logits, scored["staged_val"].logits])
-        alt = Calibration(cal.temperature, score, choose_threshold(digit_scores(digits, score, cal.temperature)))
-        out[score] = {
-            "auroc_held_out": round(auroc(alt.scores(test_digits), alt.scores(scored["held_out"].logits)), 5),
-            "held_out_flagged": flagged(alt, scored["held_out"])["all"]["flagged"],
-            "test_digits_flagged": round(float((~alt.is_digit(alt.scores(test_digits))).mean()), 5),
+    for name, rule in rules.items():
+        threshold = choose_threshold(np.concatenate([rule(s) for s in digits_val]))
+        test_scores = np.concatenate([rule(s) for s in digits_test])
+        held_scores = rule(held_out)
+        out[name] = {
+            "auroc_held_out": round(auroc(test_scores, held_scores), 5),
+            "held_out_flagged": flagged_share(held_scores >= threshold, held_out)["all"]["flagged"],
+            "test_digits_flagged": round(float((test_scores < threshold).mean()), 5),
         }
     return out
 

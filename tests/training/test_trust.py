@@ -24,7 +24,7 @@ from training.pictures import (
     staged_digits,
     symbol_fonts,
 )
-from training.trust import auroc, choose_threshold, fit_temperature, reliability
+from training.trust import FeatureDistance, auroc, choose_threshold, fit_temperature, reliability
 
 
 @pytest.fixture(autouse=True)
@@ -128,5 +128,20 @@ def test_trust_command_fits_writes_and_reports(tiny_checkpoint, tmp_path, capsys
     assert set(report["nondigits_held_out"]) == {*HELD_OUT_KINDS, "all"}
     assert 0 <= report["auroc_held_out"]["all"] <= 1
     assert (out / "reliability.png").stat().st_size > 1000
+    assert set(report["alternatives"]) == {"energy", "max_logit", "msp", "mahalanobis"}
     printed = capsys.readouterr().out
     assert "expected calibration error, MNIST test" in printed and "held-out kind" in printed
+    assert "`mahalanobis`" in printed
+
+
+def test_feature_distance_measures_in_the_shared_covariance_to_the_nearest_class_mean():
+    rng = np.random.default_rng(0)
+    labels = torch.tensor([3, 7]).repeat(2000)  # classes need not be 0..n-1
+    centres = {3: (0.0, 0.0), 7: (10.0, 0.0)}
+    spread = torch.tensor([1.0, 3.0])  # three times as wide along the second axis
+    features = torch.tensor([centres[int(c)] for c in labels]) + torch.from_numpy(rng.normal(size=(4000, 2))) * spread
+    distance = FeatureDistance.fit(features.float(), labels)
+    near_7, wide, narrow, between = distance.scores(torch.tensor([[10.0, 0.0], [0.0, 3.0], [1.0, 0.0], [5.0, 0.0]]))
+    assert near_7 > -0.05  # at a class mean: distance 0
+    assert wide == pytest.approx(narrow, abs=0.15) and narrow == pytest.approx(-1.0, abs=0.1)  # one sd either way
+    assert between == pytest.approx(-25.0, rel=0.05)

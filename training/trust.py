@@ -45,6 +45,7 @@ from training.plots import plot_reliability
 log = logging.getLogger(__name__)
 BINS = 15  # equal-width confidence bins of the expected calibration error
 DIGIT_FLAG_RATE = 0.005  # share of validation digits the threshold may flag
+OPERATING_RATES = (0.0025, 0.005, 0.0075, 0.01, 0.02)  # the trade-off table: shares of validation digits flagged
 FEATURE_FIT_IMAGES = 20_000  # training digits the feature-space alternative's class means are fitted on
 SEEDS = {"val_nondigits": 1001, "test_nondigits": 1002, "held_out": 1003, "staged_val": 1004, "staged_test": 1005}
 
@@ -303,6 +304,7 @@ def report_for(ckpt: LoadedCheckpoint, args: argparse.Namespace) -> tuple[Calibr
         "auroc_held_out": detection(cal, test_digits, scored_sets["held_out"]),
         "auroc_training_kinds": detection(cal, test_digits, scored_sets["test_nondigits"])["all"],
         "alternatives": alternatives(cal, mnist_train, mnist_val, mnist_test, scored_sets),
+        "operating_points": operating_points(cal, mnist_val, mnist_test, scored_sets),
     }
     return cal, report
 
@@ -333,6 +335,35 @@ def alternatives(
             "test_digits_flagged": round(float((test_scores < threshold).mean()), 5),
         }
     return out
+
+
+def operating_points(
+    cal: Calibration, val: Scored, test: Scored, scored_sets: dict[str, Scored]
+) -> list[dict[str, Any]]:
+    """What other thresholds on the same score would do: for each share of the validation digits
+    flagged (:data:`OPERATING_RATES`), the threshold and the shares of MNIST test digits, staged test
+    digits and held-out non-digits flagged. A caller that can afford to ask more senders again can
+    apply a stricter threshold to ``digit_score`` itself; the service's is the one at
+    :data:`DIGIT_FLAG_RATE`."""
+    digits_val = np.concatenate([cal.scores(s.logits) for s in (val, scored_sets["staged_val"])])
+    held_out = scored_sets["held_out"]
+    points = []
+
+    def flags(s: Scored, threshold: float) -> float:
+        return round(float((cal.scores(s.logits) < threshold).mean()), 5)
+
+    for rate in OPERATING_RATES:
+        threshold = choose_threshold(digits_val, rate)
+        points.append(
+            {
+                "validation_digits_flagged": rate,
+                "threshold": round(threshold, 5),
+                "mnist_test_flagged": flags(test, threshold),
+                "staged_test_flagged": flags(scored_sets["staged_test"], threshold),
+                "held_out_flagged": flagged_share(cal.scores(held_out.logits) >= threshold, held_out)["all"]["flagged"],
+            }
+        )
+    return points
 
 
 def run_trust(args: argparse.Namespace) -> dict[str, Any]:
@@ -407,4 +438,16 @@ def markdown(report: dict[str, Any]) -> str:
                 f"| {name}: `{score}` | {a['auroc_held_out']:.4f} | {pct(a['held_out_flagged'])} | "
                 f"{pct(a['test_digits_flagged'])} |"
             )
+    lines += [
+        "",
+        f"Other thresholds on `{cal['score']}` (the service's flags {pct(DIGIT_FLAG_RATE)} of the validation digits):",
+        "",
+        "| validation digits flagged | threshold | MNIST test flagged | staged test flagged | held-out kinds flagged |",
+        "| --- | --- | --- | --- | --- |",
+        *[
+            f"| {pct(o['validation_digits_flagged'])} | {o['threshold']:.4f} | {pct(o['mnist_test_flagged'])} | "
+            f"{pct(o['staged_test_flagged'])} | {pct(o['held_out_flagged'])} |"
+            for o in report.get("operating_points", [])
+        ],
+    ]
     return "\n".join(lines) + "\n"

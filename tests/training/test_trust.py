@@ -1,3 +1,4 @@
+import itertools
 import json
 
 import numpy as np
@@ -24,7 +25,7 @@ from training.pictures import (
     staged_digits,
     symbol_fonts,
 )
-from training.trust import FeatureDistance, auroc, choose_threshold, fit_temperature, reliability
+from training.trust import DIGIT_FLAG_RATE, FeatureDistance, auroc, choose_threshold, fit_temperature, reliability
 
 
 @pytest.fixture(autouse=True)
@@ -129,6 +130,15 @@ def test_trust_command_fits_writes_and_reports(tiny_checkpoint, tmp_path, capsys
     assert 0 <= report["auroc_held_out"]["all"] <= 1
     assert (out / "reliability.png").stat().st_size > 1000
     assert set(report["alternatives"]) == {"energy", "max_logit", "msp", "mahalanobis"}
+    points = report["operating_points"]  # a stricter threshold flags more of both
+    assert [p["validation_digits_flagged"] for p in points] == sorted(p["validation_digits_flagged"] for p in points)
+    for looser, stricter in itertools.pairwise(points):
+        assert stricter["threshold"] >= looser["threshold"]
+        assert stricter["held_out_flagged"] >= looser["held_out_flagged"]
+        assert stricter["mnist_test_flagged"] >= looser["mnist_test_flagged"]
+        assert stricter["staged_test_flagged"] >= looser["staged_test_flagged"]
+    middle = next(p for p in points if p["validation_digits_flagged"] == DIGIT_FLAG_RATE)
+    assert middle["threshold"] == pytest.approx(cal.threshold, abs=1e-5)
     printed = capsys.readouterr().out
     assert "expected calibration error, MNIST test" in printed and "held-out kind" in printed
     assert "`mahalanobis`" in printed

@@ -9,9 +9,11 @@ attention products, activation memory, and interleaved speed rounds: see ``train
 
 Results go to ``<out>/<suite>/`` (``<out>/<suite>-<budget>/`` for a non-default budget; ``<out>`` is
 ``docs/results`` unless ``--out-dir`` says otherwise): ``results.json``, ``results.csv``,
-``results.md`` (the tables of docs/RESULTS.md), PNG plots, and ``runs/<run>/`` per run. A finished
+``results.md`` (the tables of docs/RESULTS.md), PNG plots, and ``runs/<run>/`` per run (``--quick``:
+``runs/experiments``). A finished
 run is never trained again and an interrupted one resumes from its last epoch, so the same command
-continues a suite where it stopped; the runs' records are committed, so that holds on a fresh clone.
+continues a suite where it stopped. The finished runs' records are committed, checkpoints aside: on
+a fresh clone they count as done, and a run interrupted elsewhere starts again from its first epoch.
 ``--quick`` shrinks data and epochs to minutes.
 """
 
@@ -162,6 +164,7 @@ DEFAULT_SEEDS = (0, 1, 2)
 # The runs' records (config, curve, result, which test images each got right) are small and tracked
 # by git, so a fresh clone resumes a suite where it stopped; their checkpoints are ignored.
 RESULTS_DIR = Path("docs/results")
+QUICK_DIR = Path("runs/experiments")  # --quick runs are trials: they stay out of git
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -174,8 +177,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--out-dir",
         type=Path,
-        default=RESULTS_DIR,
-        help=f"where suites keep their runs and tables (default {RESULTS_DIR}: tracked by git, checkpoints aside)",
+        help=f"where suites keep their runs and tables (default {RESULTS_DIR}, tracked by git, checkpoints "
+        f"aside; with --quick {QUICK_DIR})",
     )
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0, help="torch threads per run (0: torch's default)")
@@ -188,7 +191,8 @@ def run_experiments(args: argparse.Namespace) -> dict[str, Any]:
     suite = SUITES[args.suite]
     budget = dict(suite.budget) | (dict(QUICK) if args.quick else {})
     budget |= {k: v for k, v in (("epochs", args.epochs), ("limit", args.limit)) if v is not None}
-    out = args.out_dir / (args.suite + budget_tag(budget, suite.budget))
+    out_dir = args.out_dir or (QUICK_DIR if args.quick else RESULTS_DIR)
+    out = out_dir / (args.suite + budget_tag(budget, suite.budget))
     out.mkdir(parents=True, exist_ok=True)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -205,7 +209,7 @@ def run_experiments(args: argparse.Namespace) -> dict[str, Any]:
             if result_file.is_file() and json.loads(result_file.read_text()).get("run_key") == run_key(cfg):
                 continue
             shuffled = "pos_embed" in overrides
-            same = None if shuffled else find_same_run(args.out_dir, cfg)
+            same = None if shuffled else find_same_run(out_dir, cfg)
             if same is not None:  # the base model recurs in most suites: trained once per seed
                 log.info("%s: the same run is done in %s; reusing it", cfg.name, same)
                 cfg.run_path.mkdir(parents=True, exist_ok=True)
@@ -452,7 +456,12 @@ def collect(out: Path, suite_name: str, budget: dict[str, Any]) -> dict[str, Any
     costs = json.loads(costs_file.read_text()) if costs_file.is_file() else {}
     runs: dict[str, list[dict[str, Any]]] = {}
     for variant in suite.variants:
-        found = sorted((out / "runs").glob(f"{run_name(variant, 0).rsplit('-seed', 1)[0]}-seed*/result.json"))
+        prefix = run_name(variant, 0).rsplit("-seed", 1)[0]
+        found = sorted(
+            p  # <variant>-seed<N> only: not a run moved aside as <variant>-seed<N>.stale-<time>
+            for p in (out / "runs").glob(f"{prefix}-seed*/result.json")
+            if p.parent.name.removeprefix(f"{prefix}-seed").isdigit()
+        )
         found_runs = [json.loads(p.read_text()) for p in found]
         runs[variant] = sorted((r for r in found_runs if r.get("budget") == budget), key=lambda r: r["seed"])
     measured = costs.get("variants", {})

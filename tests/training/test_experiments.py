@@ -1,5 +1,6 @@
 import csv
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -92,6 +93,19 @@ def test_suite_runs_every_variant_per_seed_compares_them_and_resumes(tmp_path, m
     assert json.loads((learned / "config.json").read_text())["model"]["pos_embed"] == "learned"
     assert len((learned / "metrics.jsonl").read_text().splitlines()) == 1  # one epoch, not appended
     assert (sincos / "metrics.jsonl").stat().st_mtime == sincos_stamp
+    # a finished run moved aside is not counted as another run of its seed
+    shutil.copytree(out / "runs" / "sincos2d-seed1", out / "runs" / "sincos2d-seed1.stale-1")
+    assert main(args) == 0
+    rows = {r["variant"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    assert rows["sincos2d"]["seeds"] == [0, 1]
+
+
+def test_quick_trials_stay_out_of_the_tracked_results_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    quick = ["experiments", "pooling", "--quick", "--limit", "300", "--seeds", "0", "--no-costs"]
+    assert main([*quick, "--data-dir", str(MNIST_SLICE), "--device", "cpu"]) == 0
+    assert list((tmp_path / "runs" / "experiments").glob("pooling-*/runs/cls-token-seed0/result.json"))
+    assert not (tmp_path / RESULTS_DIR).exists()
 
 
 def test_git_keeps_the_runs_records_in_the_default_results_folder_but_not_their_checkpoints():

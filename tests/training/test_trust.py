@@ -5,9 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from model import load_checkpoint
+from model import ViTConfig, build_model, load_checkpoint
+from model.calibration import Calibration
 from tests.conftest import MNIST_SLICE
 from training.cli import main
+from training.data import Split
 from training.pictures import (
     HELD_OUT_KINDS,
     KINDS,
@@ -25,7 +27,17 @@ from training.pictures import (
     staged_digits,
     symbol_fonts,
 )
-from training.trust import DIGIT_FLAG_RATE, FeatureDistance, auroc, choose_threshold, fit_temperature, reliability
+from training.trust import (
+    DIGIT_FLAG_RATE,
+    FeatureDistance,
+    Scored,
+    auroc,
+    best_possible,
+    choose_threshold,
+    fit_temperature,
+    reliability,
+    scored,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -137,6 +149,7 @@ def test_trust_command_fits_writes_and_reports(tiny_checkpoint, tmp_path, capsys
         assert stricter["held_out_flagged"] >= looser["held_out_flagged"]
         assert stricter["mnist_test_flagged"] >= looser["mnist_test_flagged"]
         assert stricter["staged_test_flagged"] >= looser["staged_test_flagged"]
+    assert 0 <= report["best_possible"]["held_out_flagged"] <= 1
     middle = next(p for p in points if p["validation_digits_flagged"] == DIGIT_FLAG_RATE)
     assert middle["threshold"] == pytest.approx(cal.threshold, abs=1e-5)
     printed = capsys.readouterr().out
@@ -155,3 +168,28 @@ def test_feature_distance_measures_in_the_shared_covariance_to_the_nearest_class
     assert near_7 > -0.05  # at a class mean: distance 0
     assert wide == pytest.approx(narrow, abs=0.15) and narrow == pytest.approx(-1.0, abs=0.1)  # one sd either way
     assert between == pytest.approx(-25.0, rel=0.05)
+
+
+@pytest.mark.parametrize("impl", ["ours", "timm"])
+def test_the_features_are_the_heads_input_in_order_across_batches(impl):
+    torch.manual_seed(0)
+    model = build_model(ViTConfig(impl=impl, dim=32, depth=1, heads=2, mlp_ratio=2.0)).eval()
+    split = Split(torch.randint(0, 256, (1500, 28, 28), dtype=torch.uint8), torch.zeros(1500, dtype=torch.long))
+    s = scored(model, split, np.full(1500, "mnist"), {})  # two batches of predict()
+    assert s.features.shape == (1500, 32)
+    with torch.no_grad():
+        assert torch.allclose(model.head(s.features), s.logits, atol=1e-5)
+
+
+def test_best_possible_is_the_highest_threshold_that_keeps_each_digit_set_within_the_rate():
+    def rows(top_logits, kinds="x", refused=None):
+        logits = torch.zeros(len(top_logits), 10)
+        logits[:, 0] = torch.tensor(top_logits, dtype=torch.float32)  # max_logit = these (all >= 0)
+        return Scored(logits, torch.zeros(len(top_logits)), np.full(len(top_logits), kinds), refused or {}, logits)
+
+    mnist = rows([float(v) for v in range(1, 101)])  # 1% of 100: one may be flagged, so below 2
+    staged = rows([float(v) / 2 for v in range(1, 201)])  # 1% of 200: two may be, so below 1.5
+    held_out = rows([0.2, 1.2, 1.4, 1.6, 50.0], kinds="symbols", refused={"near_empty": 5})
+    best = best_possible(Calibration(1.0, "max_logit", 0.0), mnist, {"staged_test": staged, "held_out": held_out})
+    assert best["threshold"] == 1.5
+    assert best["held_out_flagged"] == (3 + 5) / 10  # three scored below it, and the refused pictures

@@ -26,6 +26,7 @@ from training.experiments import (
     pretrained_route_cost,
     run_name,
     shuffle_patches,
+    summarise,
     variant_config,
 )
 from training.stats import mcnemar, verdict
@@ -192,6 +193,14 @@ def test_verdict_claims_a_difference_only_when_every_seed_agrees():
     assert verdict("A", "B", -0.3, [flipped] * 3) == "A < B"
     assert verdict("A", "B", 0.3, [sig]) == "1 of 3 seeds run: not a ranking yet"  # one seed ranks nothing
     assert verdict("A", "B", -0.1, [sig, sig, sig]) == "no measurable difference"  # tests and means disagree
+
+
+def test_tables_round_the_spread_once():
+    # timm-3ch's three seeds: sd 0.305 points, which a stored 0.00305 would print as 0.30
+    runs = [{"seed": s, "test_accuracy": a, "train_wall_s": 1.0} for s, a in enumerate((0.9553, 0.9569, 0.9510))]
+    row = summarise("timm-3ch", runs, {})
+    table = markdown({"rows": [row], "comparisons": [], "costs": {}})
+    assert "| 95.44 ± 0.31 |" in table
 
 
 @pytest.mark.parametrize("clip", [0.0, 1.0])

@@ -486,8 +486,8 @@ def summarise(variant: str, runs: list[dict[str, Any]], costs: dict[str, Any]) -
         values = [r[key] for r in runs if r.get(key) is not None]
         if values:
             mean, sd = mean_sd(values)
-            # 7 digits: the tables round once, to 2 in percent, never a rounded value again
-            row[key] = {"mean": round(mean, 7), "sd": None if sd is None else round(sd, 7), "n": len(values)}
+            # unrounded: the tables round once, when they print
+            row[key] = {"mean": mean, "sd": sd, "n": len(values)}
     if runs:
         row["train_wall_s"] = round(sum(r["train_wall_s"] for r in runs) / len(runs), 1)
     return row | costs

@@ -209,7 +209,9 @@ def run_experiments(args: argparse.Namespace) -> dict[str, Any]:
             if result_file.is_file() and json.loads(result_file.read_text()).get("run_key") == run_key(cfg):
                 continue
             shuffled = "pos_embed" in overrides
-            same = None if shuffled else find_same_run(out_dir, cfg)
+            # the shuffled-patches score needs the trained network, so the position suite reuses
+            # a run only where its checkpoint is on this machine (git does not keep checkpoints)
+            same = find_same_run(out_dir, cfg, checkpoint=shuffled)
             if same is not None:  # the base model recurs in most suites: trained once per seed
                 log.info("%s: the same run is done in %s; reusing it", cfg.name, same)
                 cfg.run_path.mkdir(parents=True, exist_ok=True)
@@ -217,6 +219,10 @@ def run_experiments(args: argparse.Namespace) -> dict[str, Any]:
                     shutil.copyfile(same / name, cfg.run_path / name)
                 result = json.loads((same / "result.json").read_text()) | {"same_as": str(same)}
                 result.pop("shuffled_patch_accuracy", None)  # measured for the other suite's question
+                if shuffled:
+                    device = resolve_device(cfg.device)
+                    model = load_checkpoint(same / "best.safetensors", device=device).model
+                    result["shuffled_patch_accuracy"] = shuffled_score(model, test, device, cfg)
             else:
                 result = run_variant(cfg, test, shuffled=shuffled)
             result |= {"budget": budget, "run_key": run_key(cfg)}
@@ -258,12 +264,15 @@ def run_key(cfg: TrainConfig) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
-def find_same_run(out_dir: Path, cfg: TrainConfig) -> Path | None:
-    """A finished run of another suite with ``cfg``'s training config, scored on the same test set."""
+def find_same_run(out_dir: Path, cfg: TrainConfig, checkpoint: bool = False) -> Path | None:
+    """A finished run of another suite with ``cfg``'s training config, scored on the same test set
+    (and, with ``checkpoint``, whose trained network is still on this machine)."""
     key = run_key(cfg)
     for result in sorted(out_dir.glob("*/runs/*/result.json")):
         run_dir = result.parent
         if run_dir == cfg.run_path or not (run_dir / "config.json").is_file():
+            continue
+        if checkpoint and not (run_dir / "best.safetensors").is_file():
             continue
         other = json.loads((run_dir / "config.json").read_text())
         if run_key(_config_from_dict(other)) == key and (run_dir / "test_correct.npy").is_file():
@@ -329,7 +338,7 @@ def run_variant(cfg: TrainConfig, test: Split, shuffled: bool = False) -> dict[s
         "train_curve": [point for r in epochs for point in r.get("train_curve", [])],
     }
     if shuffled:
-        result["shuffled_patch_accuracy"] = round(shuffled_accuracy(model, test, device, cfg.model.patch_size), 5)
+        result["shuffled_patch_accuracy"] = shuffled_score(model, test, device, cfg)
     log.info("%s: test %.4f (loss %.4f), %.0f s", cfg.name, test_acc, test_loss, wall)
     return result
 
@@ -359,6 +368,11 @@ def measure_costs(suite_name: str, base: TrainConfig) -> dict[str, Any]:
     if suite_name == "timm":
         extra["pretrained_route"] = pretrained_route_cost()
     return {"variants": costs} | extra
+
+
+def shuffled_score(model: nn.Module, test: Split, device: torch.device, cfg: TrainConfig) -> float:
+    """The shuffled-patches accuracy of a run's network, as its result records it."""
+    return round(shuffled_accuracy(model, test, device, cfg.model.patch_size), 5)
 
 
 def shuffle_patches(x: torch.Tensor, patch: int, generator: torch.Generator) -> torch.Tensor:

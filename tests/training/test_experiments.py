@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from model import ViTConfig, build_model
+from model.checkpoint import load_checkpoint
 from tests.conftest import MNIST_SLICE
 from training.cli import main
 from training.config import TrainConfig
@@ -20,12 +21,14 @@ from training.experiments import (
     BASE,
     RESULTS_DIR,
     SUITES,
+    _test_split,
     attention_cost,
     budget_tag,
     markdown,
     pretrained_route_cost,
     run_name,
     shuffle_patches,
+    shuffled_accuracy,
     summarise,
     variant_config,
 )
@@ -146,6 +149,30 @@ def test_suite_measures_costs_once_per_variant(tmp_path, monkeypatch):
         linear["test_accuracy"]
         == json.loads((out / "runs" / "cls-token-seed0" / "result.json").read_text())["test_accuracy"]
     )
+
+
+def test_position_suite_reuses_the_base_run_only_where_its_checkpoint_is_kept(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(_suite_args(tmp_path, "pooling", "--seeds", "0", "--no-costs")) == 0
+    base = next((tmp_path / "exp").glob("pooling-*")) / "runs" / "cls-token-seed0"
+    assert main(_suite_args(tmp_path, "posenc", "--seeds", "0", "--no-costs")) == 0
+    learned = next((tmp_path / "exp").glob("posenc-*")) / "runs" / "learned-seed0"
+    reused = json.loads((learned / "result.json").read_text())
+    # the shuffled-patches score comes from the base run's network, not from training it again
+    assert reused["same_as"] == str(base) and not (learned / "best.safetensors").exists()
+    assert reused["test_accuracy"] == json.loads((base / "result.json").read_text())["test_accuracy"]
+    network = load_checkpoint(base / "best.safetensors").model
+    test = _test_split(MNIST_SLICE, 300)
+    assert reused["shuffled_patch_accuracy"] == round(
+        shuffled_accuracy(network, test, torch.device("cpu"), BASE.model.patch_size), 5
+    )
+    # a fresh clone has the base run's record but not its network: the position suite trains its own
+    (base / "best.safetensors").unlink()
+    shutil.rmtree(learned)
+    assert main(_suite_args(tmp_path, "posenc", "--seeds", "0", "--no-costs")) == 0
+    trained = json.loads((learned / "result.json").read_text())
+    assert "same_as" not in trained and (learned / "best.safetensors").is_file()
+    assert "shuffled_patch_accuracy" in trained
 
 
 @pytest.mark.parametrize("patch", [2, 4, 7])

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from model.checkpoint import load_checkpoint
-from model.config import ViTConfig
+from model.config import ConfigError, ViTConfig
 from model.device import resolve_device
 from model.factory import build_model, count_parameters
 from training.config import AugmentConfig, TrainConfig
@@ -170,6 +170,9 @@ QUICK_DIR = Path("runs/experiments")  # --quick runs are trials: they stay out o
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("suite", choices=sorted(SUITES), help="which question to answer")
     p.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS), help="seeds per variant (0 1 2)")
+    p.add_argument(
+        "--variants", nargs="+", metavar="VARIANT", help="train only these of the suite's variants (default: all)"
+    )
     p.add_argument("--quick", action="store_true", help="3,000 images, 1 epoch: minutes, not hours")
     p.add_argument("--epochs", type=int, help=f"epochs per run (default {BASE.epochs}, or the suite's)")
     p.add_argument("--limit", type=int, help="training images per run (default: all, or the suite's)")
@@ -189,6 +192,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_experiments(args: argparse.Namespace) -> dict[str, Any]:
     suite = SUITES[args.suite]
+    unknown = sorted(set(args.variants or ()) - set(suite.variants))
+    if unknown:
+        raise ConfigError(f"suite {args.suite} has no variant {', '.join(unknown)}; it has {', '.join(suite.variants)}")
     budget = dict(suite.budget) | (dict(QUICK) if args.quick else {})
     budget |= {k: v for k, v in (("epochs", args.epochs), ("limit", args.limit)) if v is not None}
     out_dir = args.out_dir or (QUICK_DIR if args.quick else RESULTS_DIR)
@@ -204,6 +210,8 @@ def run_experiments(args: argparse.Namespace) -> dict[str, Any]:
     # seed-major: an interrupted suite has every variant at the same seeds
     for seed in [] if args.costs_only else args.seeds:
         for variant, overrides in suite.variants.items():
+            if args.variants and variant not in args.variants:
+                continue
             cfg = variant_config(base, variant, overrides, seed)
             result_file = cfg.run_path / "result.json"
             if result_file.is_file() and json.loads(result_file.read_text()).get("run_key") == run_key(cfg):

@@ -112,6 +112,19 @@ def test_quick_trials_stay_out_of_the_tracked_results_folder(tmp_path, monkeypat
     assert not (tmp_path / RESULTS_DIR).exists()
 
 
+def test_a_suite_can_train_a_subset_of_its_variants(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(_suite_args(tmp_path, "posenc", "--seeds", "0", "--variants", "sincos2d", "--no-costs")) == 0
+    out = next((tmp_path / "exp").glob("posenc-*"))
+    assert [p.name for p in (out / "runs").iterdir()] == ["sincos2d-seed0"]
+    rows = {r["variant"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    assert rows["sincos2d"]["seeds"] == [0]
+    with pytest.raises(SystemExit) as exit:
+        main(_suite_args(tmp_path, "posenc", "--variants", "sincos", "--no-costs"))
+    assert exit.value.code == 2
+    assert "suite posenc has no variant sincos; it has learned, sincos2d, none" in capsys.readouterr().err
+
+
 def test_git_keeps_the_runs_records_in_the_default_results_folder_but_not_their_checkpoints():
     root = Path(__file__).resolve().parents[2]
     if not (root / ".git").exists():

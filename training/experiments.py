@@ -25,6 +25,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -187,9 +188,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0, help="torch threads per run (0: torch's default)")
-    p.add_argument("--no-costs", action="store_true", help="train only; measure the costs in a later, quiet run")
     p.add_argument("--remeasure", action="store_true", help="measure the costs again even if they are stored")
-    p.add_argument("--costs-only", action="store_true", help="train nothing: measure the costs, rewrite the tables")
+    only = p.add_mutually_exclusive_group()
+    only.add_argument("--no-costs", action="store_true", help="train only; measure the costs in a later, quiet run")
+    only.add_argument("--costs-only", action="store_true", help="train nothing: measure the costs, rewrite the tables")
+    only.add_argument(
+        "--tables-only", action="store_true", help="train and measure nothing: rewrite the tables from the run records"
+    )
+    p.add_argument(
+        "--doc",
+        type=Path,
+        help="also write the suite's table into this markdown file, between '<!-- table:FOLDER -->' and "
+        "'<!-- /table -->' (FOLDER: the suite's results folder, e.g. posenc-epochs10)",
+    )
 
 
 def run_experiments(args: argparse.Namespace) -> dict[str, Any]:
@@ -201,16 +212,19 @@ def run_experiments(args: argparse.Namespace) -> dict[str, Any]:
     budget |= {k: v for k, v in (("epochs", args.epochs), ("limit", args.limit)) if v is not None}
     out_dir = args.out_dir or (QUICK_DIR if args.quick else RESULTS_DIR)
     out = out_dir / (args.suite + budget_tag(budget, suite.budget))
+    if args.doc is not None:
+        update_doc(args.doc, out.name, None)  # a missing table block stops the suite before it trains
     out.mkdir(parents=True, exist_ok=True)
     if args.threads:
         torch.set_num_threads(args.threads)
     base = dataclasses.replace(
         BASE, data_dir=args.data_dir, device=args.device, run_dir=out / "runs", threads=args.threads, **budget
     )
-    test = _test_split(args.data_dir, base.limit)
+    train = not (args.costs_only or args.tables_only)
+    test = _test_split(args.data_dir, base.limit) if train else None
     started = time.perf_counter()
     # seed-major: an interrupted suite has every variant at the same seeds
-    for seed in [] if args.costs_only else args.seeds:
+    for seed in args.seeds if train else []:
         for variant, overrides in suite.variants.items():
             if args.variants and variant not in args.variants:
                 continue
@@ -239,12 +253,29 @@ def run_experiments(args: argparse.Namespace) -> dict[str, Any]:
             result_file.write_text(json.dumps(result, indent=2))
             write_results(out, args.suite, budget)  # after every run: the tables fill in as it goes
     costs_file = out / "costs.json"
-    if args.costs_only or (not args.no_costs and (args.remeasure or not costs_file.is_file())):
+    measure = args.costs_only or (not args.no_costs and (args.remeasure or not costs_file.is_file()))
+    if measure and not args.tables_only:
         costs_file.write_text(json.dumps(measure_costs(args.suite, base), indent=2))
     results = write_results(out, args.suite, budget)
+    if args.doc is not None:
+        update_doc(args.doc, out.name, results["markdown"])
+        log.info("suite %s: its table in %s rewritten", args.suite, args.doc)
     log.info("suite %s: %.1f min in this invocation", args.suite, (time.perf_counter() - started) / 60)
     print(results["markdown"], end="")
     return results
+
+
+def update_doc(doc: Path, name: str, table: str | None) -> None:
+    """Put ``table`` between ``<!-- table:NAME -->`` and ``<!-- /table -->`` in the markdown file
+    ``doc``; with ``table`` None, only check that the block is there."""
+    if not doc.is_file():
+        raise ConfigError(f"--doc {doc}: no such file")
+    text = doc.read_text()
+    block = re.compile(rf"(<!-- table:{re.escape(name)} -->\n).*?(<!-- /table -->)", re.S)
+    if not block.search(text):
+        raise ConfigError(f"--doc {doc} has no '<!-- table:{name} -->' ... '<!-- /table -->' block for this table")
+    if table is not None:
+        doc.write_text(block.sub(lambda m: m.group(1) + table.rstrip("\n") + "\n" + m.group(2), text, count=1))
 
 
 def budget_tag(budget: dict[str, Any], default: dict[str, Any]) -> str:

@@ -125,6 +125,34 @@ def test_a_suite_can_train_a_subset_of_its_variants(tmp_path, monkeypatch, capsy
     assert "suite posenc has no variant sincos; it has learned, sincos2d, none" in capsys.readouterr().err
 
 
+def test_tables_only_rewrites_the_tables_and_the_documents_block_without_training(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    args = _suite_args(tmp_path, "pooling", "--seeds", "0")
+    marker = "<!-- table:pooling-epochs1-limit300-valsize300 -->"  # the suite's results folder names its block
+    doc = tmp_path / "RESULTS.md"
+    doc.write_text(f"# Results\n\n{marker}\n<!-- /table -->\n\nReading.\n")
+    # a document without the suite's block stops the suite before it trains anything
+    other = tmp_path / "OTHER.md"
+    other.write_text("<!-- table:posenc -->\nold\n<!-- /table -->\n")
+    with pytest.raises(SystemExit) as exit:
+        main([*args, "--no-costs", "--doc", str(other)])
+    assert exit.value.code == 2
+    assert f"--doc {other} has no '{marker}'" in capsys.readouterr().err
+    assert not (tmp_path / "exp").exists()
+    assert main([*args, "--no-costs"]) == 0
+    out = tmp_path / "exp" / "pooling-epochs1-limit300-valsize300"
+    stamp = (out / "runs" / "cls-token-seed0" / "metrics.jsonl").stat().st_mtime
+    (out / "results.md").unlink()
+    assert main([*args, "--tables-only", "--doc", str(doc)]) == 0
+    table = (out / "results.md").read_text()
+    assert "| cls-token | 1 |" in table and not (out / "costs.json").exists()
+    assert (out / "runs" / "cls-token-seed0" / "metrics.jsonl").stat().st_mtime == stamp
+    text = doc.read_text()
+    assert text == f"# Results\n\n{marker}\n{table.rstrip()}\n<!-- /table -->\n\nReading.\n"
+    assert main([*args, "--tables-only", "--doc", str(doc)]) == 0  # rewriting it again changes nothing
+    assert doc.read_text() == text
+
+
 def test_git_keeps_the_runs_records_in_the_default_results_folder_but_not_their_checkpoints():
     root = Path(__file__).resolve().parents[2]
     if not (root / ".git").exists():

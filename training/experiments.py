@@ -1,9 +1,12 @@
 """``python -m training experiments <suite>``: the coursework's questions, answered with numbers.
 
 A suite is a list of named variants, each a set of overrides of one base training config, and the
-pairs of variants its reading compares. Every variant trains from scratch with the same budget, once
-per seed (``--seeds``, three by default). Each run is scored on the MNIST test set (accuracy,
-cross-entropy, and which images it gets right, for the paired tests) and keeps its training curve.
+pairs of variants its reading compares. Every variant (or those ``--variants`` names) trains from
+scratch with the same budget, once per seed (``--seeds``, three by default); a run that another
+suite has already done with the same config is reused instead (the position suite, which scores the
+network on shuffled patches, only where that run's checkpoint is on this machine). Each run is
+scored on the MNIST test set (accuracy, cross-entropy, and which images it gets right, for the
+paired tests) and keeps its training curve.
 Then the suite's costs are measured once per variant on fresh models (parameters, FLOPs with the
 attention products, activation memory, and interleaved speed rounds: see ``training/costs.py``).
 
@@ -14,7 +17,8 @@ Results go to ``<out>/<suite>/`` (``<out>/<suite>-<budget>/`` for a non-default 
 run is never trained again and an interrupted one resumes from its last epoch, so the same command
 continues a suite where it stopped. The finished runs' records are committed, checkpoints aside: on
 a fresh clone they count as done, and a run interrupted elsewhere starts again from its first epoch.
-``--quick`` shrinks data and epochs to minutes.
+``--quick`` shrinks data and epochs to minutes. ``--tables-only`` rewrites the tables from the run
+records alone, and ``--doc docs/RESULTS.md`` writes the suite's table into that document's block.
 """
 
 from __future__ import annotations
@@ -174,7 +178,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("suite", choices=sorted(SUITES), help="which question to answer")
     p.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS), help="seeds per variant (0 1 2)")
     p.add_argument(
-        "--variants", nargs="+", metavar="VARIANT", help="train only these of the suite's variants (default: all)"
+        "--variants",
+        nargs="+",
+        metavar="VARIANT",
+        help="train only these of the suite's variants (default: all; the costs cover them all)",
     )
     p.add_argument("--quick", action="store_true", help="3,000 images, 1 epoch: minutes, not hours")
     p.add_argument("--epochs", type=int, help=f"epochs per run (default {BASE.epochs}, or the suite's)")
@@ -208,19 +215,26 @@ def run_experiments(args: argparse.Namespace) -> dict[str, Any]:
     unknown = sorted(set(args.variants or ()) - set(suite.variants))
     if unknown:
         raise ConfigError(f"suite {args.suite} has no variant {', '.join(unknown)}; it has {', '.join(suite.variants)}")
+    train = not (args.costs_only or args.tables_only)
+    if args.variants and not train:
+        raise ConfigError("--variants picks what to train: it does nothing with --costs-only or --tables-only")
+    if args.remeasure and (args.no_costs or args.tables_only):
+        raise ConfigError("--remeasure measures the costs: it contradicts --no-costs and --tables-only")
     budget = dict(suite.budget) | (dict(QUICK) if args.quick else {})
     budget |= {k: v for k, v in (("epochs", args.epochs), ("limit", args.limit)) if v is not None}
     out_dir = args.out_dir or (QUICK_DIR if args.quick else RESULTS_DIR)
     out = out_dir / (args.suite + budget_tag(budget, suite.budget))
     if args.doc is not None:
         update_doc(args.doc, out.name, None)  # a missing table block stops the suite before it trains
+    if args.tables_only and not list(out.glob("runs/*/result.json")):
+        # an empty table written over a document's would erase figures whose records are gone
+        raise ConfigError(f"{out} has no run records to make tables from")
     out.mkdir(parents=True, exist_ok=True)
     if args.threads:
         torch.set_num_threads(args.threads)
     base = dataclasses.replace(
         BASE, data_dir=args.data_dir, device=args.device, run_dir=out / "runs", threads=args.threads, **budget
     )
-    train = not (args.costs_only or args.tables_only)
     test = _test_split(args.data_dir, base.limit) if train else None
     started = time.perf_counter()
     # seed-major: an interrupted suite has every variant at the same seeds
@@ -235,18 +249,9 @@ def run_experiments(args: argparse.Namespace) -> dict[str, Any]:
             shuffled = "pos_embed" in overrides
             # the shuffled-patches score needs the trained network, so the position suite reuses
             # a run only where its checkpoint is on this machine (git does not keep checkpoints)
-            same = find_same_run(out_dir, cfg, checkpoint=shuffled)
+            same = find_same_run(out_dir, cfg, len(test), checkpoint=shuffled)
             if same is not None:  # the base model recurs in most suites: trained once per seed
-                log.info("%s: the same run is done in %s; reusing it", cfg.name, same)
-                cfg.run_path.mkdir(parents=True, exist_ok=True)
-                for name in ("config.json", "metrics.jsonl", "test_correct.npy"):
-                    shutil.copyfile(same / name, cfg.run_path / name)
-                result = json.loads((same / "result.json").read_text()) | {"same_as": str(same)}
-                result.pop("shuffled_patch_accuracy", None)  # measured for the other suite's question
-                if shuffled:
-                    device = resolve_device(cfg.device)
-                    model = load_checkpoint(same / "best.safetensors", device=device).model
-                    result["shuffled_patch_accuracy"] = shuffled_score(model, test, device, cfg)
+                result = reuse_run(same, cfg, test, shuffled)
             else:
                 result = run_variant(cfg, test, shuffled=shuffled)
             result |= {"budget": budget, "run_key": run_key(cfg)}
@@ -257,7 +262,7 @@ def run_experiments(args: argparse.Namespace) -> dict[str, Any]:
     if measure and not args.tables_only:
         costs_file.write_text(json.dumps(measure_costs(args.suite, base), indent=2))
     results = write_results(out, args.suite, budget)
-    if args.doc is not None:
+    if args.doc is not None and results["rows"]:
         update_doc(args.doc, out.name, results["markdown"])
         log.info("suite %s: its table in %s rewritten", args.suite, args.doc)
     log.info("suite %s: %.1f min in this invocation", args.suite, (time.perf_counter() - started) / 60)
@@ -271,9 +276,15 @@ def update_doc(doc: Path, name: str, table: str | None) -> None:
     if not doc.is_file():
         raise ConfigError(f"--doc {doc}: no such file")
     text = doc.read_text()
-    block = re.compile(rf"(<!-- table:{re.escape(name)} -->\n).*?(<!-- /table -->)", re.S)
-    if not block.search(text):
-        raise ConfigError(f"--doc {doc} has no '<!-- table:{name} -->' ... '<!-- /table -->' block for this table")
+    # the block's body may not hold another block's start: a missing end marker is an error, never
+    # a reason to swallow the next table
+    block = re.compile(rf"(<!-- table:{re.escape(name)} -->\n)(?:(?!<!-- table:).)*?(<!-- /table -->)", re.S)
+    found = len(block.findall(text))
+    if found != 1:
+        raise ConfigError(
+            f"--doc {doc} has {found or 'no'} '<!-- table:{name} -->' ... '<!-- /table -->' blocks for this "
+            "table; it needs exactly one"
+        )
     if table is not None:
         doc.write_text(block.sub(lambda m: m.group(1) + table.rstrip("\n") + "\n" + m.group(2), text, count=1))
 
@@ -305,20 +316,44 @@ def run_key(cfg: TrainConfig) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
-def find_same_run(out_dir: Path, cfg: TrainConfig, checkpoint: bool = False) -> Path | None:
-    """A finished run of another suite with ``cfg``'s training config, scored on the same test set
-    (and, with ``checkpoint``, whose trained network is still on this machine)."""
+def find_same_run(out_dir: Path, cfg: TrainConfig, test_images: int, checkpoint: bool = False) -> Path | None:
+    """A finished run of another suite with ``cfg``'s training config, scored on as many test images
+    (the same test set: the budget, which draws it, is part of the config). With ``checkpoint``, only
+    a run that trained here and whose network is still on this machine."""
     key = run_key(cfg)
-    for result in sorted(out_dir.glob("*/runs/*/result.json")):
-        run_dir = result.parent
+    for result_file in sorted(out_dir.glob("*/runs/*/result.json")):
+        run_dir = result_file.parent
         if run_dir == cfg.run_path or not (run_dir / "config.json").is_file():
             continue
-        if checkpoint and not (run_dir / "best.safetensors").is_file():
+        if not (run_dir / "test_correct.npy").is_file():
             continue
-        other = json.loads((run_dir / "config.json").read_text())
-        if run_key(_config_from_dict(other)) == key and (run_dir / "test_correct.npy").is_file():
+        result = json.loads(result_file.read_text())
+        if result.get("test_images") != test_images:
+            continue
+        if checkpoint and ("same_as" in result or not (run_dir / "best.safetensors").is_file()):
+            continue
+        if run_key(_config_from_dict(json.loads((run_dir / "config.json").read_text()))) == key:
             return run_dir
     return None
+
+
+def reuse_run(same: Path, cfg: TrainConfig, test: Split, shuffled: bool) -> dict[str, Any]:
+    """Count the finished run ``same`` as ``cfg``'s: copy its record, and with ``shuffled`` score its
+    network on shuffled patches (the position suite's question)."""
+    log.info("%s: the same run is done in %s; reusing it", cfg.name, same)
+    cfg.run_path.mkdir(parents=True, exist_ok=True)
+    for name in ("best.safetensors", "last.state.safetensors"):
+        (cfg.run_path / name).unlink(missing_ok=True)  # an interrupted run's network is not this run's
+    for name in ("config.json", "metrics.jsonl", "test_correct.npy"):
+        shutil.copyfile(same / name, cfg.run_path / name)
+    earlier = json.loads((same / "result.json").read_text())
+    result = earlier | {"same_as": earlier.get("same_as", str(same))}  # the run that trained it
+    result.pop("shuffled_patch_accuracy", None)  # measured for the other suite's question
+    if shuffled:
+        device = resolve_device(cfg.device)
+        model = load_checkpoint(same / "best.safetensors", device=device).model
+        result["shuffled_patch_accuracy"] = shuffled_score(model, test, device, cfg)
+    return result
 
 
 def _config_from_dict(data: dict[str, Any]) -> TrainConfig:

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from model import ViTConfig, build_model
 from model.checkpoint import load_checkpoint
+from model.config import ConfigError
 from tests.conftest import MNIST_SLICE
 from training.cli import main
 from training.config import TrainConfig
@@ -30,6 +31,7 @@ from training.experiments import (
     shuffle_patches,
     shuffled_accuracy,
     summarise,
+    update_doc,
     variant_config,
 )
 from training.stats import mcnemar, verdict
@@ -143,7 +145,8 @@ def test_tables_only_rewrites_the_tables_and_the_documents_block_without_trainin
     out = tmp_path / "exp" / "pooling-epochs1-limit300-valsize300"
     stamp = (out / "runs" / "cls-token-seed0" / "metrics.jsonl").stat().st_mtime
     (out / "results.md").unlink()
-    assert main([*args, "--tables-only", "--doc", str(doc)]) == 0
+    no_data = ["--data-dir", str(tmp_path / "no-mnist")]  # tables need the run records, not MNIST
+    assert main([*args, "--tables-only", "--doc", str(doc), *no_data]) == 0
     table = (out / "results.md").read_text()
     assert "| cls-token | 1 |" in table and not (out / "costs.json").exists()
     assert (out / "runs" / "cls-token-seed0" / "metrics.jsonl").stat().st_mtime == stamp
@@ -151,6 +154,31 @@ def test_tables_only_rewrites_the_tables_and_the_documents_block_without_trainin
     assert text == f"# Results\n\n{marker}\n{table.rstrip()}\n<!-- /table -->\n\nReading.\n"
     assert main([*args, "--tables-only", "--doc", str(doc)]) == 0  # rewriting it again changes nothing
     assert doc.read_text() == text
+    # a suite without run records (lost, or never run) leaves the document's table alone
+    other.write_text("<!-- table:stem-epochs1-limit300-valsize300 -->\nkept\n<!-- /table -->\n")
+    with pytest.raises(SystemExit) as exit:
+        main([*_suite_args(tmp_path, "stem"), "--tables-only", "--doc", str(other)])
+    assert exit.value.code == 2 and "has no run records" in capsys.readouterr().err
+    assert "kept" in other.read_text()
+    for contradiction in (["--variants", "cls-token"], ["--remeasure"]):
+        with pytest.raises(SystemExit) as exit:
+            main([*args, "--tables-only", *contradiction])
+        assert exit.value.code == 2
+
+
+def test_update_doc_replaces_exactly_one_well_formed_block(tmp_path):
+    doc = tmp_path / "RESULTS.md"
+    longer = "<!-- table:a-epochs10 -->\nold\n<!-- /table -->\n"
+    doc.write_text("<!-- table:a -->\nold a\n<!-- /table -->\n" + longer)
+    update_doc(doc, "a", "| new |\n")
+    assert doc.read_text() == "<!-- table:a -->\n| new |\n<!-- /table -->\n" + longer
+    # a block without its end marker is an error, not a reason to swallow the next table
+    doc.write_text("<!-- table:a -->\nold a\n<!-- table:b -->\nold b\n<!-- /table -->\n")
+    with pytest.raises(ConfigError, match="no '<!-- table:a -->'"):
+        update_doc(doc, "a", "| new |")
+    doc.write_text("<!-- table:a -->\n<!-- /table -->\n<!-- table:a -->\n<!-- /table -->\n")
+    with pytest.raises(ConfigError, match="has 2"):
+        update_doc(doc, "a", "| new |")
 
 
 def test_git_keeps_the_runs_records_in_the_default_results_folder_but_not_their_checkpoints():
@@ -196,8 +224,11 @@ def test_position_suite_reuses_the_base_run_only_where_its_checkpoint_is_kept(tm
     monkeypatch.chdir(tmp_path)
     assert main(_suite_args(tmp_path, "pooling", "--seeds", "0", "--no-costs")) == 0
     base = next((tmp_path / "exp").glob("pooling-*")) / "runs" / "cls-token-seed0"
+    # an interrupted run of the position suite left its half-trained network behind
+    learned = base.parents[2] / base.parents[1].name.replace("pooling", "posenc") / "runs" / "learned-seed0"
+    learned.mkdir(parents=True)
+    (learned / "best.safetensors").write_bytes(b"half-trained")
     assert main(_suite_args(tmp_path, "posenc", "--seeds", "0", "--no-costs")) == 0
-    learned = next((tmp_path / "exp").glob("posenc-*")) / "runs" / "learned-seed0"
     reused = json.loads((learned / "result.json").read_text())
     # the shuffled-patches score comes from the base run's network, not from training it again
     assert reused["same_as"] == str(base) and not (learned / "best.safetensors").exists()

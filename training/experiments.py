@@ -235,10 +235,29 @@ def run_experiments(args: argparse.Namespace) -> dict[str, Any]:
     base = dataclasses.replace(
         BASE, data_dir=args.data_dir, device=args.device, run_dir=out / "runs", threads=args.threads, **budget
     )
-    test = _test_split(args.data_dir, base.limit) if train else None
     started = time.perf_counter()
-    # seed-major: an interrupted suite has every variant at the same seeds
-    for seed in args.seeds if train else []:
+    if train:
+        train_suite(args, base, out, budget)
+    costs_file = out / "costs.json"
+    measure = args.costs_only or (not args.no_costs and (args.remeasure or not costs_file.is_file()))
+    if measure and not args.tables_only:
+        costs_file.write_text(json.dumps(measure_costs(args.suite, base), indent=2))
+    results = write_results(out, args.suite, budget)
+    if args.doc is not None and results["rows"]:
+        update_doc(args.doc, out.name, results["markdown"])
+        log.info("suite %s: its table in %s rewritten", args.suite, args.doc)
+    log.info("suite %s: %.1f min in this invocation", args.suite, (time.perf_counter() - started) / 60)
+    print(results["markdown"], end="")
+    return results
+
+
+def train_suite(args: argparse.Namespace, base: TrainConfig, out: Path, budget: dict[str, Any]) -> None:
+    """Train (or reuse) every run the suite still lacks, seed-major: an interrupted suite has every
+    variant at the same seeds."""
+    suite = SUITES[args.suite]
+    out_dir = out.parent
+    test = _test_split(args.data_dir, base.limit)
+    for seed in args.seeds:
         for variant, overrides in suite.variants.items():
             if args.variants and variant not in args.variants:
                 continue
@@ -257,17 +276,6 @@ def run_experiments(args: argparse.Namespace) -> dict[str, Any]:
             result |= {"budget": budget, "run_key": run_key(cfg)}
             result_file.write_text(json.dumps(result, indent=2))
             write_results(out, args.suite, budget)  # after every run: the tables fill in as it goes
-    costs_file = out / "costs.json"
-    measure = args.costs_only or (not args.no_costs and (args.remeasure or not costs_file.is_file()))
-    if measure and not args.tables_only:
-        costs_file.write_text(json.dumps(measure_costs(args.suite, base), indent=2))
-    results = write_results(out, args.suite, budget)
-    if args.doc is not None and results["rows"]:
-        update_doc(args.doc, out.name, results["markdown"])
-        log.info("suite %s: its table in %s rewritten", args.suite, args.doc)
-    log.info("suite %s: %.1f min in this invocation", args.suite, (time.perf_counter() - started) / 60)
-    print(results["markdown"], end="")
-    return results
 
 
 def update_doc(doc: Path, name: str, table: str | None) -> None:

@@ -27,6 +27,7 @@ class EpochStats:
     seconds: float
     # the training curve: (step within the epoch, mean loss over the steps since the last point)
     curve: tuple[tuple[int, float], ...] = ()
+    steps: int = 0  # optimiser steps taken (the last batch of an epoch may be short)
 
     @property
     def images_per_s(self) -> float:
@@ -92,6 +93,7 @@ def train_one_epoch(
     steps = (len(data) // world + batch_size - 1) // batch_size
     if max_steps:
         steps = min(steps, max_steps)
+    taken = 0
     bar = tqdm(total=steps, desc=desc, disable=rank != 0, leave=False, dynamic_ncols=True)
     for step, index in enumerate(batches(len(data), batch_size, generator, rank, world)):
         if step == steps:
@@ -126,6 +128,7 @@ def train_one_epoch(
         else:
             optimizer.step()
         step_hook()
+        taken = step + 1
         loss_sum += loss.item() * len(y)
         window_sum, window_steps = window_sum + loss.item(), window_steps + 1
         if window_steps == curve_every:
@@ -140,7 +143,7 @@ def train_one_epoch(
     if window_steps:
         curve.append((step + 1, round(window_sum / window_steps, 5)))
     seconds = time.perf_counter() - start
-    return EpochStats(loss_sum / max(seen, 1), correct / max(seen, 1), seen, seconds, tuple(curve))
+    return EpochStats(loss_sum / max(seen, 1), correct / max(seen, 1), seen, seconds, tuple(curve), taken)
 
 
 @torch.no_grad()

@@ -226,7 +226,7 @@ def _run(cfg: TrainConfig, device: torch.device, dist_info: DistInfo, resume: bo
         stats = _train_epoch(s, train, epoch)
         val_acc, val_loss = score(predict(s.evaluated, val, device), val.labels)
         steps_before = position.step
-        position.epoch, position.step = epoch + 1, position.step + stats.images // s.per_rank_batch
+        position.epoch, position.step = epoch + 1, position.step + stats.steps
         record = {
             "epoch": epoch + 1,
             "train_loss": round(stats.loss, 5),

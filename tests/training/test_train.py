@@ -218,3 +218,20 @@ def test_ship_with_seeds_reports_the_spread_of_each_trust_figure(tmp_path, capsy
     assert summary["seeds"] == [3, 4] and len(accuracy["values"]) == 2
     assert accuracy["min"] <= accuracy["mean"] <= accuracy["max"] and accuracy["sd"] is not None
     assert "| non-digits flagged, held-out kinds |" in capsys.readouterr().out
+
+
+def test_an_epoch_counts_its_short_last_batch_as_a_step():
+    from model import build_model
+    from tests.conftest import TINY
+    from training.data import Split
+    from training.engine import train_one_epoch
+
+    data = Split(torch.randint(0, 256, (10, 28, 28), dtype=torch.uint8), torch.arange(10) % 10)
+    model = build_model(TINY)
+    stats = train_one_epoch(
+        model, data, torch.optim.SGD(model.parameters(), lr=0.1), lambda: None, device=torch.device("cpu"),
+        batch_size=4, augment=AugmentConfig.off(), label_smoothing=0.0, grad_clip=0.0,
+        generator=torch.Generator().manual_seed(0), curve_every=1,
+    )  # fmt: skip
+    # 10 images in batches of 4: 4 + 4 + 2, three optimiser steps (images // batch would say 2)
+    assert stats.steps == 3 and stats.images == 10 and [step for step, _ in stats.curve] == [1, 2, 3]

@@ -132,7 +132,7 @@ def train_one_epoch(
         loss_sum += loss.item() * len(y)
         window_sum, window_steps = window_sum + loss.item(), window_steps + 1
         if window_steps == curve_every:
-            curve.append((step + 1, round(window_sum / window_steps, 5)))
+            curve.append((taken, round(window_sum / window_steps, 5)))
             window_sum, window_steps = 0.0, 0
         correct += int((logits.argmax(1) == y).sum())
         seen += len(y)
@@ -140,8 +140,8 @@ def train_one_epoch(
         bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}", img_s=f"{seen / elapsed:.0f}")
         bar.update()
     bar.close()
-    if window_steps:
-        curve.append((step + 1, round(window_sum / window_steps, 5)))
+    if window_steps:  # the loop may have stopped at max_steps, where ``step`` is one past the last step taken
+        curve.append((taken, round(window_sum / window_steps, 5)))
     seconds = time.perf_counter() - start
     return EpochStats(loss_sum / max(seen, 1), correct / max(seen, 1), seen, seconds, tuple(curve), taken)
 

@@ -220,35 +220,29 @@ def test_ship_with_seeds_reports_the_spread_of_each_trust_figure(tmp_path, capsy
     assert "| non-digits flagged, held-out kinds |" in capsys.readouterr().out
 
 
-def test_an_epoch_counts_its_short_last_batch_as_a_step():
+def _one_epoch(images: int, **options):
+    """One SGD epoch of the tiny model over ``images`` random pictures, in batches of 4."""
     from model import build_model
     from tests.conftest import TINY
     from training.data import Split
     from training.engine import train_one_epoch
 
-    data = Split(torch.randint(0, 256, (10, 28, 28), dtype=torch.uint8), torch.arange(10) % 10)
+    data = Split(torch.randint(0, 256, (images, 28, 28), dtype=torch.uint8), torch.arange(images) % 10)
     model = build_model(TINY)
-    stats = train_one_epoch(
+    return train_one_epoch(
         model, data, torch.optim.SGD(model.parameters(), lr=0.1), lambda: None, device=torch.device("cpu"),
         batch_size=4, augment=AugmentConfig.off(), label_smoothing=0.0, grad_clip=0.0,
-        generator=torch.Generator().manual_seed(0), curve_every=1,
+        generator=torch.Generator().manual_seed(0), **options,
     )  # fmt: skip
+
+
+def test_an_epoch_counts_its_short_last_batch_as_a_step():
+    stats = _one_epoch(10, curve_every=1)
     # 10 images in batches of 4: 4 + 4 + 2, three optimiser steps (images // batch would say 2)
     assert stats.steps == 3 and stats.images == 10 and [step for step, _ in stats.curve] == [1, 2, 3]
 
 
 def test_an_epoch_stopped_at_max_steps_labels_its_last_curve_point_with_the_steps_taken():
-    from model import build_model
-    from tests.conftest import TINY
-    from training.data import Split
-    from training.engine import train_one_epoch
-
-    data = Split(torch.randint(0, 256, (40, 28, 28), dtype=torch.uint8), torch.arange(40) % 10)
-    model = build_model(TINY)
-    stats = train_one_epoch(
-        model, data, torch.optim.SGD(model.parameters(), lr=0.1), lambda: None, device=torch.device("cpu"),
-        batch_size=4, augment=AugmentConfig.off(), label_smoothing=0.0, grad_clip=0.0,
-        generator=torch.Generator().manual_seed(0), max_steps=3, curve_every=2,
-    )  # fmt: skip
+    stats = _one_epoch(40, max_steps=3, curve_every=2)
     # 10 batches available, 3 taken: one full window of 2 steps, then the partial window ends at step 3
     assert stats.steps == 3 and stats.images == 12 and [step for step, _ in stats.curve] == [2, 3]

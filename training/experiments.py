@@ -106,6 +106,7 @@ SUITES: dict[str, Suite] = {
             ("ours-3ch", "ours-1ch-stem3x"),
             ("ours-3ch-stem1/3", "ours-1ch"),
             ("ours-1ch-stem3x", "ours-1ch"),
+            ("timm-1ch-stem3x", "timm-1ch"),
             ("timm-3ch", "timm-1ch-stem3x"),
         ),
     ),

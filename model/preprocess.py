@@ -41,10 +41,22 @@ _INK_THRESHOLD = 0.15  # fraction of full ink below which a pixel does not count
 # spread of the paper's level around the border above which the light is uneven (a photographed
 # page) and the paper's level is estimated per pixel instead of once (see _paper_field)
 _UNEVEN_PAPER = 0.06
+# a stretch of the border speaks for the paper's level there only if at least this share of it is
+# paper (not ink): a tight crop's strokes run across whole stretches of its border
+_PAPER_SHARE = 0.25
 # stroke widths in pixels at the scale of the 20-pixel box (see _thicken): below the first, a stroke
 # is widened to about the second
 _THIN_STROKE = 2.5
 _STROKE = 3.2
+# above this width (1% of MNIST's digits are wider) a stroke is narrowed to about _WIDE_STROKE
+# (MNIST's 90th percentile): a felt marker's digit arrives as a blob otherwise
+_THICK_STROKE = 5.7
+_WIDE_STROKE = 4.5
+# ink whose share of its mass in near-full pixels (above 0.8) is below this is soft (out of focus,
+# a blurred scan): 1% of MNIST's digits hold less than 0.50 there; soft ink is given MNIST's
+# contrast back by stretching the levels in _SOFT_LEVELS to the full range
+_SOFT = 0.4
+_SOFT_LEVELS = (0.15, 0.6)
 # on a big canvas the ink is looked at in pieces: 8-connected on a grid of the box's resolution (a
 # cell per pixel of the 20-pixel box), cells one empty cell apart joined, so that a dotted or dashed
 # stroke is one piece and specks of dust a tenth of the page apart are not (see _pieces)
@@ -201,36 +213,53 @@ def ink_map(image: Image.Image) -> tuple[np.ndarray, bool]:
     inverted = paper > 0.5
     ink = 1.0 - gray if inverted else gray
     background: float | np.ndarray = 1.0 - paper if inverted else paper
-    if _uneven(ink):
-        background = _paper_field(ink)
+    if np.ptp(_border(ink)) > _UNEVEN_PAPER:  # most uploads have an even border and skip this
+        is_paper = ink <= _ink_level(ink)
+        if _uneven(ink, is_paper):
+            background = _paper_field(ink, is_paper)
     peak = float((ink - background).max())
     if peak < 1e-3:
         return np.zeros_like(ink), inverted
     return np.clip((ink - background) / peak, 0.0, 1.0), inverted
 
 
-def _uneven(ink: np.ndarray) -> bool:
+def _ink_level(ink: np.ndarray) -> float:
+    """The level that parts paper from strokes: half-way from the border's median to the darkest
+    ink (its 99.9th percentile, clear of sensor noise). Paper in the shade of uneven light stays
+    below it, however little ink the picture holds; the core of a stroke lies above it."""
+    k = min(ink.size - 1, int(ink.size * 0.999))
+    return (_median(_border(ink)) + float(np.partition(ink.ravel(), k)[k])) / 2
+
+
+def _uneven(ink: np.ndarray, is_paper: np.ndarray) -> bool:
     """Whether the paper's level differs across the picture (a photographed page under uneven
-    light): the medians of the border's eight stretches (each side's halves) spread by more than
-    :data:`_UNEVEN_PAPER`. Medians of stretches ignore sensor noise and a stroke that reaches the edge."""
+    light): the medians of the paper in the border's eight stretches (each side's halves) spread by
+    more than :data:`_UNEVEN_PAPER`. Only paper pixels count, and only stretches that are at least
+    :data:`_PAPER_SHARE` paper, so a stroke that reaches the edge (a tight crop, a thick pen) is
+    not taken for a darker paper; sensor noise is ignored by the medians."""
     t = max(1, round(min(ink.shape) * 0.05))
     h, w = ink.shape
-    if np.ptp(_border(ink)) <= _UNEVEN_PAPER:  # the whole border within the spread: even (most uploads)
-        return False
-    stretches = (ink[:t, : w // 2], ink[:t, w // 2 :], ink[-t:, : w // 2], ink[-t:, w // 2 :],
-                 ink[: h // 2, :t], ink[h // 2 :, :t], ink[: h // 2, -t:], ink[h // 2 :, -t:])  # fmt: skip
-    levels = [_median(s.ravel()) for s in stretches if s.size]
-    return len(levels) == 8 and max(levels) - min(levels) > _UNEVEN_PAPER
+    stretches = (np.s_[:t, : w // 2], np.s_[:t, w // 2 :], np.s_[-t:, : w // 2], np.s_[-t:, w // 2 :],
+                 np.s_[: h // 2, :t], np.s_[h // 2 :, :t], np.s_[: h // 2, -t:], np.s_[h // 2 :, -t:])  # fmt: skip
+    levels = []
+    for stretch in stretches:
+        paper = ink[stretch][is_paper[stretch]]
+        if paper.size and paper.size >= _PAPER_SHARE * ink[stretch].size:
+            levels.append(_median(paper))
+    return len(levels) >= 4 and max(levels) - min(levels) > _UNEVEN_PAPER
 
 
-def _paper_field(ink: np.ndarray) -> np.ndarray:
-    """The paper's level at every pixel of an unevenly lit picture: the ink map at about 32 pixels
-    a side, opened (a minimum then a maximum filter over 5 pixels, which removes strokes up to
-    about a seventh of the picture wide and keeps the slow change of the light), smoothed, and
-    scaled back up."""
+def _paper_field(ink: np.ndarray, is_paper: np.ndarray) -> np.ndarray:
+    """The paper's level at every pixel of an unevenly lit picture: the ink map with its strokes
+    (the pixels that are not paper) filled with the paper's median level, at about 32 pixels a side,
+    opened (a minimum then a maximum filter over 5 pixels, which removes what is left of the
+    strokes, their soft edges, and keeps the slow change of the light), smoothed, and scaled back
+    up. Filling the strokes first keeps a stroke wider than the opening from being taken for paper
+    and subtracted, which would leave only its outline."""
     h, w = ink.shape
-    small = Image.fromarray(ink).resize((max(8, round(32 * w / max(h, w))), max(8, round(32 * h / max(h, w)))),
-                                        Image.Resampling.BOX)  # fmt: skip
+    paper = np.where(is_paper, ink, _median(ink[is_paper]) if is_paper.any() else 0.0).astype(np.float32)
+    small = Image.fromarray(paper).resize((max(8, round(32 * w / max(h, w))), max(8, round(32 * h / max(h, w)))),
+                                          Image.Resampling.BOX)  # fmt: skip
     opened = np.asarray(small.filter(ImageFilter.MinFilter(5)).filter(ImageFilter.MaxFilter(5)), dtype=np.float32)
     padded = np.pad(opened, 2, mode="edge")  # then a 5x5 mean (Pillow's blurs take no float images)
     windows = np.lib.stride_tricks.sliding_window_view(padded, (5, 5))
@@ -254,7 +283,7 @@ def center_digit(ink: np.ndarray, size: int = 28, box: int = 20) -> np.ndarray:
     if box / max(crop.shape) <= 0.5:  # a big canvas: stray marks left out, thin strokes widened
         crop, specks = _main_ink(crop, box)
         if not specks:  # specks of dust widened would arrive as blobs a model may read as a digit
-            crop = _thicken(crop, box)
+            crop = _restroke(_sharpen(crop), box)
     h, w = crop.shape
     scale = box / max(h, w)
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
@@ -378,30 +407,51 @@ def _span(labels: np.ndarray) -> int:
     return int(np.maximum(extent[:, 1] - extent[:, 0], extent[:, 3] - extent[:, 2]).max()) + 1
 
 
-def _thicken(crop: np.ndarray, box: int) -> np.ndarray:
-    """The cropped ink, its strokes widened if, once fitted into ``box``, they would be thinner
-    than MNIST's thinnest (a fine pen on a big canvas arrives as a faint hairline).
+def _sharpen(crop: np.ndarray) -> np.ndarray:
+    """Soft ink (:data:`_SOFT`: an out-of-focus photo, a blurred scan) with its levels stretched, so
+    that its strokes have MNIST's solid cores and short edges; other ink is returned as it is."""
+    mass = float(crop.sum())
+    if mass <= 0 or float(crop[crop > 0.8].sum()) >= _SOFT * mass:
+        return crop
+    low, high = _SOFT_LEVELS
+    return np.clip((crop - low) / (high - low), 0.0, 1.0)
 
-    Strokes narrower than :data:`_THIN_STROKE` pixels at the box's scale (measured on staged MNIST
-    digits: 5% of MNIST's are below it, half of the thin-pen ones) are dilated, by a square maximum
-    over the crop, to about :data:`_STROKE`, MNIST's usual width. A crop at most twice the box is
-    left alone: there a one-pixel dilation is a stroke of MNIST's own width doubled."""
+
+def _restroke(crop: np.ndarray, box: int) -> np.ndarray:
+    """The cropped ink, its strokes brought within MNIST's widths once fitted into ``box``.
+
+    A fine pen on a big canvas arrives as a faint hairline, a felt marker as a blob. Strokes
+    narrower than :data:`_THIN_STROKE` pixels at the box's scale (measured on staged MNIST digits:
+    5% of MNIST's are below it, half of the thin-pen ones) are widened, by a square maximum over
+    the crop, to about :data:`_STROKE`, MNIST's usual width; strokes wider than
+    :data:`_THICK_STROKE` are narrowed by a square minimum to about :data:`_WIDE_STROKE`. A crop at
+    most twice the box is left alone: there a one-pixel change is a stroke of MNIST's own width
+    doubled or halved."""
     scale = box / max(crop.shape)
     if scale > 0.5:  # a digit drawn at about MNIST's own scale: its strokes are what they are
         return crop
     width = stroke_width(crop > _INK_THRESHOLD) * scale
-    radius = round((_STROKE - width) / (2 * scale)) if width < _THIN_STROKE else 0
+    if width < _THIN_STROKE:
+        return _square_filter(crop, round((_STROKE - width) / (2 * scale)), np.maximum)
+    if width > _THICK_STROKE:
+        return _square_filter(crop, round((width - _WIDE_STROKE) / (2 * scale)), np.minimum)
+    return crop
+
+
+def _square_filter(crop: np.ndarray, radius: int, op: np.ufunc) -> np.ndarray:
+    """``op`` (``np.maximum``: dilate, ``np.minimum``: erode) over a square of side 2 * radius + 1,
+    separably over rows then columns; dilation pads the crop by ``radius`` so no stroke is cut."""
     if radius < 1:
         return crop
-    out = np.pad(crop, radius)
-    for axis in (0, 1):  # separable: the maximum over rows, then over columns
+    out = np.pad(crop, radius) if op is np.maximum else crop.copy()
+    for axis in (0, 1):
         src, n = out.copy(), out.shape[axis]
         for shift in range(1, radius + 1):
             ahead = [slice(None)] * 2
             behind = [slice(None)] * 2
             ahead[axis], behind[axis] = slice(shift, n), slice(0, n - shift)
-            np.maximum(out[tuple(behind)], src[tuple(ahead)], out=out[tuple(behind)])
-            np.maximum(out[tuple(ahead)], src[tuple(behind)], out=out[tuple(ahead)])
+            op(out[tuple(behind)], src[tuple(ahead)], out=out[tuple(behind)])
+            op(out[tuple(ahead)], src[tuple(behind)], out=out[tuple(ahead)])
     return out
 
 

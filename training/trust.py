@@ -32,10 +32,14 @@ from training.data import Split, load_split, prepare_root, train_val_split
 from training.engine import predict
 from training.export import export_next_to
 from training.pictures import (
+    COMMON_SYMBOLS,
+    FIT_STAGINGS,
     HELD_OUT_KINDS,
+    HELD_OUT_STAGINGS,
     TRAIN_KINDS,
     Picture,
     PictureSet,
+    common_symbols,
     non_digits,
     picture_set,
     staged_digits,
@@ -47,7 +51,14 @@ BINS = 15  # equal-width confidence bins of the expected calibration error
 DIGIT_FLAG_RATE = 0.005  # share of validation digits the threshold may flag
 OPERATING_RATES = (0.0025, 0.005, 0.0075, 0.01, 0.02)  # the trade-off table: shares of validation digits flagged
 FEATURE_FIT_IMAGES = 20_000  # training digits the feature-space alternative's class means are fitted on
-SEEDS = {"val_nondigits": 1001, "test_nondigits": 1002, "held_out": 1003, "staged_val": 1004, "staged_test": 1005}
+SEEDS = {
+    "val_nondigits": 1001,
+    "test_nondigits": 1002,
+    "held_out": 1003,
+    "staged_val": 1004,
+    "staged_test": 1005,
+    "common_symbols": 1006,
+}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -185,8 +196,9 @@ def trust_sets(args: argparse.Namespace, seed: int, val_size: int) -> tuple[Spli
     test = load_split(root, train=False)
     n = args.per_kind
 
-    def stage(digits: Split, count: int) -> Callable[[int, int], list[Picture]]:
-        return lambda _, s: staged_digits(digits.images[:count].numpy(), digits.labels[:count].numpy(), s, count // 10)
+    def stage(digits: Split, count: int, stagings: tuple[str, ...]) -> Callable[[int, int], list[Picture]]:
+        images, labels = digits.images[:count].numpy(), digits.labels[:count].numpy()
+        return lambda _, s: staged_digits(images, labels, s, count // 10, stagings)
 
     sets = {
         "val_nondigits": picture_set(
@@ -196,8 +208,16 @@ def trust_sets(args: argparse.Namespace, seed: int, val_size: int) -> tuple[Spli
             "trust-test", lambda c, s: non_digits(TRAIN_KINDS, c, s), n, SEEDS["test_nondigits"]
         ),
         "held_out": picture_set("trust-heldout", lambda c, s: non_digits(HELD_OUT_KINDS, c, s), n, SEEDS["held_out"]),
-        "staged_val": picture_set(f"trust-staged-val-s{seed}", stage(val, 1000), 1000, SEEDS["staged_val"]),
-        "staged_test": picture_set("trust-staged-test", stage(test, args.staged), args.staged, SEEDS["staged_test"]),
+        "staged_val": picture_set(
+            f"trust-staged-val-s{seed}", stage(val, 1000, FIT_STAGINGS), 1000, SEEDS["staged_val"]
+        ),
+        "staged_test": picture_set(
+            "trust-staged-test",
+            stage(test, args.staged, FIT_STAGINGS + HELD_OUT_STAGINGS),
+            args.staged,
+            SEEDS["staged_test"],
+        ),
+        "common_symbols": picture_set("trust-common-symbols", common_symbols, n, SEEDS["common_symbols"]),
     }
     return train, val, test, sets
 
@@ -301,6 +321,7 @@ def report_for(ckpt: LoadedCheckpoint, args: argparse.Namespace) -> tuple[Calibr
         },
         "nondigits_training_kinds": flagged(cal, scored_sets["test_nondigits"]),
         "nondigits_held_out": flagged(cal, scored_sets["held_out"]),
+        "common_symbols": flagged(cal, scored_sets["common_symbols"])["all"],
         "auroc_held_out": detection(cal, test_digits, scored_sets["held_out"]),
         "auroc_training_kinds": detection(cal, test_digits, scored_sets["test_nondigits"])["all"],
         "alternatives": alternatives(cal, mnist_train, mnist_val, mnist_test, scored_sets),
@@ -432,6 +453,11 @@ def markdown(report: dict[str, Any]) -> str:
         f"| non-digits flagged, held-out kinds | {pct(held['all']['flagged'])} ({held['all']['n']} pictures) |",
         f"| non-digits flagged, training kinds (new draws) | {pct(train_kinds['all']['flagged'])} |",
         f"| AUROC digits vs non-digits, held-out kinds | {report['auroc_held_out']['all']:.4f} |",
+        *(
+            [f"| common symbols ({COMMON_SYMBOLS}) flagged | {pct(report['common_symbols']['flagged'])} |"]
+            if "common_symbols" in report
+            else []
+        ),
         "",
         "| held-out kind | flagged | AUROC |",
         "| --- | --- | --- |",
@@ -441,10 +467,11 @@ def markdown(report: dict[str, Any]) -> str:
         "| --- | --- |",
         *[f"| {k} | {pct(v['flagged'])} |" for k, v in train_kinds.items() if k != "all"],
         "",
-        "| staged digits | accuracy | flagged |",
-        "| --- | --- | --- |",
+        "| staged digits | accuracy | flagged | threshold fitted on it |",
+        "| --- | --- | --- | --- |",
         *[
-            f"| {k} | {pct(staged['accuracy'][k])} | {pct(staged['flagged'][k]['flagged'])} |"
+            f"| {k} | {pct(staged['accuracy'][k])} | {pct(staged['flagged'][k]['flagged'])} | "
+            f"{'no (held out)' if k in HELD_OUT_STAGINGS else 'yes' if k in FIT_STAGINGS else 'no'} |"
             for k in staged["accuracy"]
             if k != "all"
         ],

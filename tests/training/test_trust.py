@@ -193,3 +193,20 @@ def test_best_possible_is_the_highest_threshold_that_keeps_each_digit_set_within
     best = best_possible(Calibration(1.0, "max_logit", 0.0), mnist, {"staged_test": staged, "held_out": held_out})
     assert best["threshold"] == 1.5
     assert best["held_out_flagged"] == (3 + 5) / 10  # three scored below it, and the refused pictures
+
+
+def test_caller_stagings_draw_what_callers_send():
+    from training.pictures import stage_digit
+
+    digit = np.zeros((28, 28), np.uint8)
+    digit[4:24, 12:17] = 255  # a thick "1"
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        tight = np.asarray(stage_digit(digit, rng, "tight").convert("L")) < 128
+        rows, cols = np.flatnonzero(tight.any(axis=1)), np.flatnonzero(tight.any(axis=0))
+        margin = max(rows[0], tight.shape[0] - 1 - rows[-1], cols[0], tight.shape[1] - 1 - cols[-1])
+        assert margin <= 0.05 * tight.shape[0] + 1  # the strokes run to the picture's edges
+        tiny = stage_digit(digit, rng, "tiny")
+        assert tiny.size[1] <= 24 or tiny.size[1] >= 32  # sent at 8-16 pixels (and a margin), or enlarged
+    boxed = np.asarray(stage_digit(digit, np.random.default_rng(1), "boxed").convert("L"))
+    assert ((boxed > 40) & (boxed < 200)).any()  # grey printed lines beside the black ink

@@ -56,6 +56,10 @@ _TRAIN_FLAGS = (
     "outlier_weight",
     "outliers_per_kind",
     "typed_digits",
+    "distill",
+    "distill_alpha",
+    "distill_tau",
+    "teacher",
 )
 
 
@@ -114,6 +118,11 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     o.add_argument("--outlier-weight", type=float, help="weight of the uniform-target loss on non-digits; 0: off")
     o.add_argument("--outliers-per-kind", type=int, help="non-digit pictures drawn per training kind")
     o.add_argument("--typed-digits", type=int, help="typed digits added to the training digits")
+    d = p.add_argument_group("distillation from a CNN teacher (see training/teacher.py)")
+    d.add_argument("--distill", choices=("none", "soft", "hard"), help="soft: KL at --distill-tau; hard: top class")
+    d.add_argument("--distill-alpha", type=float, help="the teacher's share of the digits' loss")
+    d.add_argument("--distill-tau", type=float, help="temperature of soft distillation")
+    d.add_argument("--teacher", type=Path, help="the teacher's weights (written by the ship command)")
     m = p.add_argument_group("model")
     m.add_argument("--patch-size", type=int)
     m.add_argument("--dim", type=int)

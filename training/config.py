@@ -70,6 +70,12 @@ class TrainConfig:
     # the experiments' control for the 3x faster effective stem of a replicated-RGB input
     stem_lr_scale: float = 1.0
     export: bool = True  # write the ONNX serving export next to the best checkpoint
+    # knowledge distillation from a CNN teacher (training/teacher.py): none, soft (KL at distill_tau)
+    # or hard (the teacher's top class); the teacher's share of the digits' loss is distill_alpha
+    distill: Literal["none", "soft", "hard"] = "none"
+    distill_alpha: float = 0.5
+    distill_tau: float = 2.0
+    teacher: Path | None = None  # the teacher's weights (written by `python -m training ship`)
 
     def __post_init__(self) -> None:
         positive = ("epochs", "batch_size")
@@ -88,6 +94,14 @@ class TrainConfig:
             raise ConfigError(f"stem_lr_scale must be positive; got {self.stem_lr_scale}")
         if self.val_size < 0 or self.limit < 0 or self.warmup_epochs < 0:
             raise ConfigError("val_size, limit and warmup_epochs cannot be negative")
+        if self.distill not in ("none", "soft", "hard"):
+            raise ConfigError(f"distill must be none, soft or hard; got {self.distill!r}")
+        if self.distill != "none" and self.teacher is None:
+            raise ConfigError("distillation needs the teacher's weights: pass --teacher PATH")
+        if not 0.0 <= self.distill_alpha <= 1.0 or self.distill_tau <= 0:
+            raise ConfigError(
+                f"need 0 <= distill_alpha <= 1 and distill_tau > 0; got {self.distill_alpha}, {self.distill_tau}"
+            )
         if self.amp not in ("auto", "none", "bf16", "fp16"):
             raise ConfigError(f"amp must be auto, none, bf16 or fp16; got {self.amp!r}")
 
@@ -97,7 +111,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        for key in ("data_dir", "run_dir", "output", "init"):
+        for key in ("data_dir", "run_dir", "output", "init", "teacher"):
             data[key] = None if data[key] is None else str(data[key])
         return data
 

@@ -6,6 +6,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +18,9 @@ from model.factory import match_channels
 from training.augment import random_affine
 from training.config import AugmentConfig
 from training.data import Split, to_input
+
+if TYPE_CHECKING:
+    from training.teacher import Distiller
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,7 @@ def train_one_epoch(
     outliers: torch.Tensor | None = None,
     outlier_weight: float = 0.0,
     curve_every: int = 50,
+    distiller: Distiller | None = None,
 ) -> EpochStats:
     """One pass over ``data``; ``step_hook`` runs after every optimiser step (schedule, EMA).
 
@@ -83,7 +88,8 @@ def train_one_epoch(
     batch also takes half its size in randomly drawn outliers, trained towards the uniform
     distribution over the classes (outlier exposure, Hendrycks et al. 2019): the model learns to
     give what is not a digit flat, low logits. Loss and accuracy are reported on the digits; the
-    curve holds the mean loss of every ``curve_every`` steps.
+    curve holds the mean loss of every ``curve_every`` steps. With a ``distiller`` the digits' loss
+    mixes the labels with a teacher's answers on the same augmented batch.
     """
     model.train()
     in_chans, size = input_shape(model)
@@ -112,6 +118,8 @@ def train_one_epoch(
             out = model(fit_input(x, in_chans, size))
             logits = out[: len(y)]
             loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+            if distiller is not None:
+                loss = distiller.loss(x[: len(y)], logits, loss)
             if exposed:
                 loss = loss + outlier_weight * -F.log_softmax(out[len(y) :].float(), dim=1).mean()
         optimizer.zero_grad(set_to_none=True)

@@ -1,7 +1,10 @@
 """``python -m training ship``: the whole recipe of the shipped model, in one command.
 
-1. ``base``: the ViT trained from scratch on MNIST (the ``base`` preset);
-2. ``shipped``: continued from it with outlier exposure and typed digits (the ``shipped`` preset);
+0. ``teacher``: a small CNN trained on the same digits (``training/teacher.py``), unless
+   ``--distill none``;
+1. ``base``: the ViT trained from scratch on MNIST (the ``base`` preset), distilled from the teacher;
+2. ``shipped``: continued from it with outlier exposure and typed digits (the ``shipped`` preset),
+   still distilled;
 3. ``trust --write``: temperature and not-a-digit threshold fitted on validation data and stored
    in the checkpoint.
 
@@ -15,12 +18,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 from training.config import PRESETS, TrainConfig
+from training.teacher import TeacherConfig
+
+log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,6 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=0, help="only the first N training images (a quick check)")
     p.add_argument("--epochs-scale", type=float, default=1.0, help="scale both stages' epochs (a quick check)")
     p.add_argument("--pictures-scale", type=float, default=1.0, help="scale the generated picture sets (a quick check)")
+    p.add_argument(
+        "--distill", choices=("none", "soft", "hard"), default="hard", help="distillation from a CNN teacher"
+    )
 
 
 def run_ship(args: argparse.Namespace) -> dict[str, Any]:
@@ -52,7 +62,12 @@ def run_ship(args: argparse.Namespace) -> dict[str, Any]:
     def scaled(n: int) -> int:
         return max(1, round(n * args.pictures_scale))
 
-    run(stage("base"))
+    distill: dict[str, Any] = {}
+    if args.distill != "none":
+        teacher = args.run_dir / "teacher" / "teacher.safetensors"
+        run_teacher(stage("base"), teacher, max(1, round(TeacherConfig.epochs * args.epochs_scale)))
+        distill = dict(distill=args.distill, teacher=teacher)
+    run(stage("base", **distill))
     shipped = PRESETS["shipped"]
     run(
         stage(
@@ -61,6 +76,7 @@ def run_ship(args: argparse.Namespace) -> dict[str, Any]:
             output=args.output,
             outliers_per_kind=scaled(shipped["outliers_per_kind"]),
             typed_digits=scaled(shipped["typed_digits"]),
+            **distill,
         )
     )
     trust = argparse.Namespace(
@@ -73,6 +89,27 @@ def run_ship(args: argparse.Namespace) -> dict[str, Any]:
         out_dir=getattr(args, "trust_dir", None),
     )
     return run_trust(trust)
+
+
+def run_teacher(cfg: TrainConfig, path: Path, epochs: int) -> dict[str, Any]:
+    """Train the CNN teacher on ``cfg``'s training digits (its validation split held out, as the
+    student's is), save it to ``path``, and record its accuracies and wall time beside it."""
+    from training.teacher import teacher_logits, train_teacher
+    from training.train import load_data
+
+    started = time.perf_counter()
+    train, val, test, _ = load_data(cfg)
+    model = train_teacher(train, val, TeacherConfig(epochs=epochs, seed=cfg.seed), cfg.augment, path)
+    record = {
+        "epochs": epochs,
+        "seed": cfg.seed,
+        "val_accuracy": round(float((teacher_logits(model, val).argmax(1) == val.labels).float().mean()), 5),
+        "test_accuracy": round(float((teacher_logits(model, test).argmax(1) == test.labels).float().mean()), 5),
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+    path.with_suffix(".json").write_text(json.dumps(record, indent=2))
+    log.info("teacher: %s", json.dumps(record))
+    return record
 
 
 # the figures of a trust report that the spread is reported for: (label, path in the report)

@@ -32,6 +32,7 @@ from training.engine import EpochStats, accuracy, predict, score, train_one_epoc
 from training.export import export_next_to
 from training.pictures import TRAIN_KINDS, non_digits, picture_set, typed_digit_pictures
 from training.state import ResumeState, load_state, save_state
+from training.teacher import Distiller, load_teacher
 
 log = logging.getLogger(__name__)
 DRY_RUN_STEPS = 3
@@ -124,6 +125,7 @@ class _Session:
     amp_dtype: torch.dtype | None
     scaler: torch.amp.GradScaler | None
     outliers: torch.Tensor | None = None
+    distiller: Distiller | None = None
 
     @property
     def evaluated(self) -> nn.Module:
@@ -196,6 +198,7 @@ def _train_epoch(s: _Session, train: Split, epoch: int) -> EpochStats:
         desc=f"epoch {epoch + 1}/{cfg.epochs}",
         outliers=s.outliers,
         outlier_weight=cfg.outlier_weight,
+        distiller=s.distiller,
         # about 25 points per epoch on the training curve, at most one per 50 steps
         curve_every=max(1, min(50, len(train) // s.dist.world_size // s.per_rank_batch // 25)),
     )
@@ -206,6 +209,10 @@ def _run(cfg: TrainConfig, device: torch.device, dist_info: DistInfo, resume: bo
     train, val, test, checksum = load_data(cfg)
     s = _setup(cfg, device, dist_info, len(train))
     s.outliers = load_outliers(cfg)
+    if cfg.distill != "none":
+        assert cfg.teacher is not None  # TrainConfig checks it
+        teacher = load_teacher(cfg.teacher).to(device)
+        s.distiller = Distiller(teacher, cfg.distill, cfg.distill_alpha, cfg.distill_tau)
     state_file = cfg.run_path / "last.state.safetensors"
     position = _resume(s, state_file) if resume else ResumeState(0, 0, -1.0, cfg.to_dict())
     if dist_info.is_main:

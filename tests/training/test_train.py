@@ -203,6 +203,9 @@ def test_ship_runs_the_whole_recipe_and_leaves_a_calibrated_checkpoint(tmp_path)
     recipe = ckpt.meta.training["recipe"]
     assert recipe["outlier_weight"] > 0 and recipe["init"].endswith("base/best.safetensors")
     assert (tmp_path / "runs" / "base" / "best.safetensors").is_file()
+    teacher = tmp_path / "runs" / "teacher" / "teacher.safetensors"  # both stages distilled from it
+    assert recipe["distill"] == "hard" and recipe["teacher"] == str(teacher) and teacher.is_file()
+    assert load_checkpoint(tmp_path / "runs" / "base" / "best.safetensors").meta.training["recipe"]["distill"] == "hard"
 
 
 def test_ship_with_seeds_reports_the_spread_of_each_trust_figure(tmp_path, capsys):

@@ -17,10 +17,10 @@ from fastapi.middleware.cors import CORSMiddleware
 from app.api.routes import attention, docs, health, models, page, predict
 from app.errors import install_error_handlers
 from app.metrics import Metrics
-from app.middleware import ApiKeyMiddleware, RequestContextMiddleware, document_api
+from app.middleware import ApiKeyMiddleware, BodyLimitMiddleware, RequestContextMiddleware
+from app.openapi import document_api
 from app.registry import ModelLoadError, build_registry, load_models
 from app.settings import Settings
-from app.uploads import BodyLimitMiddleware
 
 log = logging.getLogger(__name__)
 YOUNG_GC_THRESHOLD = 20_000  # allocations between collections of the youngest generation (CPython: 700)

@@ -1,6 +1,9 @@
-"""Getting image bytes out of requests."""
+"""The image routes' request bodies: getting the image bytes out of a request, and how the OpenAPI
+document describes them (FastAPI cannot see bodies read by hand)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
@@ -10,6 +13,41 @@ from app.errors import ApiError, clip
 
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/bmp", "image/webp", "image/tiff")
 FILENAME_CHARS = 255  # a batch result echoes at most this much of each file's name
+
+SINGLE_IMAGE_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "one image: a multipart field `file`, or the raw bytes with an image content type",
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "additionalProperties": False,
+                }
+            },
+            **{media: {"schema": {"type": "string", "format": "binary"}} for media in IMAGE_TYPES},
+        },
+    }
+}
+BATCH_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["files"],
+                    "properties": {
+                        "files": {"type": "array", "minItems": 1, "items": {"type": "string", "format": "binary"}}
+                    },
+                    "additionalProperties": False,
+                }
+            }
+        },
+    }
+}
 
 
 def _media_type(request: Request) -> str:

@@ -1,7 +1,6 @@
 import io
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from tests.conftest import TINY
@@ -172,16 +171,3 @@ def test_cuda_requested_without_gpu_is_a_clear_readiness_error(make_client):
             break
         time.sleep(0.05)
     assert "CUDA is not available" in r.json()["error"]["message"]
-
-
-@pytest.mark.parametrize("runtime", ["onnxruntime", "torchscript"])
-def test_every_runtime_gives_the_eager_answers(make_client, digit_png, runtime):
-    compiled = make_client(runtime=runtime)
-    assert compiled.get("/v1/models").json()["models"][0]["runtime"] == runtime
-    eager = make_client(runtime="eager")
-    for path in ("/v1/attention", "/v1/predict"):
-        got = compiled.post(path, content=digit_png, headers=PNG).json()
-        want = eager.post(path, content=digit_png, headers=PNG).json()
-        np.testing.assert_allclose(got["probabilities"], want["probabilities"], atol=1e-4)
-        if path == "/v1/attention":
-            np.testing.assert_allclose(got["rollout"], want["rollout"], atol=1e-4)

@@ -13,7 +13,7 @@ from model import load_checkpoint
 from model.factory import forward_with_attention
 from model.preprocess import prepare_bytes
 from model.rollout import attention_rollout, cls_attention
-from tests.app.conftest import png_bytes, serve_process
+from tests.app.conftest import png_bytes, serve
 from tests.conftest import ROOT, SHIPPED
 
 PNG = {"content-type": "image/png"}
@@ -66,7 +66,7 @@ def test_serving_the_onnx_export_never_imports_torch(tmp_path, digit_png):
 def test_a_real_server_on_the_export_has_no_torch_library_mapped(digit_png):
     import httpx
 
-    with serve_process(SHIPPED) as (base, proc):  # device cpu
+    with serve(SHIPPED) as (base, proc):  # device cpu
         assert httpx.post(base + "/v1/predict", content=digit_png, headers=PNG).status_code == 200
         maps = Path(f"/proc/{proc.pid}/maps").read_text()
     assert "onnxruntime" in maps

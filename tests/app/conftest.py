@@ -81,8 +81,17 @@ def serve(
         yield server
 
 
+LIVE_LIMITS = {"VIT_DIGITS_MAX_UPLOAD_BYTES": "200000"}
+
+
 @pytest.fixture(scope="session")
-def live_server(tiny_checkpoint: Path) -> Iterator[str]:
+def live_server_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where :func:`live_server` writes its log (stderr)."""
+    return tmp_path_factory.mktemp("live") / "stderr.log"
+
+
+@pytest.fixture(scope="session")
+def live_server(tiny_checkpoint: Path, live_server_log: Path) -> Iterator[str]:
     """The service on loopback, serving the tiny checkpoint, with a 200 kB body limit."""
-    with serve(tiny_checkpoint, VIT_DIGITS_MAX_UPLOAD_BYTES="200000") as (base, _):
+    with live_server_log.open("wb") as log, serve(tiny_checkpoint, stderr=log, **LIVE_LIMITS) as (base, _):
         yield base

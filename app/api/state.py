@@ -1,8 +1,8 @@
 """What the routes take from ``app.state``: the settings, the loaded models, the decoding threads.
 
-Plain functions the routes call rather than FastAPI dependencies: solving a dependency graph on
-every request was the largest single cost of a ``/v1/predict`` request on the event loop
-(docs: README "Performance").
+Plain functions the routes call rather than FastAPI dependencies, whose graph FastAPI solves on
+every request: measured as the largest single cost of a ``/v1/predict`` request on the event loop
+(README, "Performance").
 """
 
 from __future__ import annotations

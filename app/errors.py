@@ -14,9 +14,23 @@ from starlette.responses import Response
 from starlette.types import Send
 
 from app.logs import request_id_var
+from app.pipeline import PipelineError
 
 log = logging.getLogger(__name__)
 CLIENT_CLOSED = 499  # nginx's status for a client that closed the connection before the answer
+# The HTTP status of each code of app.pipeline.PipelineError (an unknown one is 400), and the
+# headers that go with it.
+PIPELINE_STATUS = {
+    "empty_image": 400,
+    "invalid_image": 400,
+    "unsupported_format": 415,
+    "image_too_large": 413,
+    "no_digit": 422,
+    "not_a_digit": 422,
+    "queue_full": 503,
+    "inference_timeout": 504,
+}
+PIPELINE_HEADERS = {"queue_full": {"Retry-After": "1"}}
 
 
 class ApiError(Exception):
@@ -92,6 +106,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+    @app.exception_handler(PipelineError)
+    async def _pipeline_error(_: Request, exc: PipelineError) -> JSONResponse:
+        status = PIPELINE_STATUS.get(exc.code, 400)
+        return error_response(status, exc.code, exc.message, PIPELINE_HEADERS.get(exc.code))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

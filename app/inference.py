@@ -1,13 +1,13 @@
 """Batched inference the batchers run: calibrated answers and attention maps, in NumPy.
 
 A model is run through :class:`Runners`, two functions from a batch (B, C, S, S) of float32 inputs
-to the logits, and to the logits with the attention maps. They come from one of two places
-(:mod:`app.registry` chooses):
+to the logits, and to the logits with the attention maps. They come from one of two places, one
+per device (:mod:`app.registry` chooses):
 
-- the ONNX export of the checkpoint (:mod:`model.onnx_model`), run by ONNX Runtime: how the
-  service runs on CPU, without importing torch;
-- the PyTorch checkpoint itself (:mod:`app.torch_runtime`): on CUDA, and for a checkpoint that has
-  no export yet.
+- the ONNX export of the checkpoint (:mod:`model.onnx_model`), run by ONNX Runtime: on CPU,
+  without importing torch;
+- the PyTorch checkpoint itself, run by torch (:mod:`app.torch_runtime`): on CUDA (and on CPU for
+  a checkpoint without an export, with a warning).
 
 Everything after the forward pass (softmax, calibration, the verdict, attention rollout) is the
 same NumPy code whichever made the logits.

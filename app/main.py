@@ -17,10 +17,11 @@ from fastapi.middleware.cors import CORSMiddleware
 from app.api.routes import attention, docs, health, models, page, predict
 from app.errors import install_error_handlers
 from app.metrics import Metrics
-from app.middleware import ApiKeyMiddleware, RequestContextMiddleware, document_api
+from app.middleware import ApiKeyMiddleware, BodyLimitMiddleware, RequestContextMiddleware
+from app.openapi import document_api
+from app.pipeline import Decoding
 from app.registry import ModelLoadError, build_registry, load_models
 from app.settings import Settings
-from app.uploads import BodyLimitMiddleware
 
 log = logging.getLogger(__name__)
 YOUNG_GC_THRESHOLD = 20_000  # allocations between collections of the youngest generation (CPython: 700)
@@ -36,8 +37,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state = app.state
     _return_freed_memory()
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-    # Big pictures are decoded here, a bounded number at a time: that bounds their memory and CPU.
-    state.decoder = ThreadPoolExecutor(state.settings.max_concurrent_decodes, thread_name_prefix="decode")
+    state.decoding = _decoding(state.settings)
 
     async def load() -> None:
         try:
@@ -62,8 +62,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if state.registry is not None:
         await state.registry.stop()
     executor.shutdown(wait=False, cancel_futures=True)
-    state.decoder.shutdown(wait=False, cancel_futures=True)
+    state.decoding.threads.shutdown(wait=False, cancel_futures=True)
     log.info("app shut down")
+
+
+def _decoding(settings: Settings) -> Decoding:
+    """Big pictures are decoded in these threads, a bounded number at a time: that bounds their
+    memory and CPU."""
+    threads = ThreadPoolExecutor(settings.max_concurrent_decodes, thread_name_prefix="decode")
+    return Decoding(settings.max_image_pixels, settings.max_full_decode_pixels, threads)
 
 
 def _load_failed(app: FastAPI, exc: Exception) -> None:

@@ -1,4 +1,5 @@
-"""Pure-ASGI middleware (cheap per request): request ids, access logs and metrics; the API key."""
+"""Pure-ASGI middleware (cheap per request): request ids, access logs and metrics; the body size
+cap; the API key."""
 
 from __future__ import annotations
 
@@ -6,12 +7,10 @@ import logging
 import secrets
 import time
 import uuid
-from typing import Any
 
-from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import UNAUTHORIZED, send_error
+from app.errors import ApiError, send_error
 from app.logs import request_id_var
 from app.metrics import Metrics
 
@@ -91,6 +90,54 @@ class RequestContextMiddleware:
             request_id_var.reset(token)
 
 
+class BodyTooLargeError(ApiError):
+    def __init__(self, limit: int):
+        super().__init__(413, "payload_too_large", f"the request body exceeds the limit of {limit} bytes")
+
+
+class BodyLimitMiddleware:
+    """413 for bodies over ``limit`` bytes: by Content-Length up front, else counted as it arrives.
+
+    A client that lies about (or omits) Content-Length is cut off as soon as the bytes received
+    pass the limit, so memory use stays bounded whatever it sends.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            message = f"the request body exceeds the limit of {self.limit} bytes"
+            await send_error(send, 413, "payload_too_large", message, {"Connection": "close"})
+            return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise BodyTooLargeError(self.limit)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except BodyTooLargeError as exc:  # raised where no handler could turn it into a response
+            if not started:
+                await send_error(send, 413, exc.code, exc.message, {"Connection": "close"})
+
+
 class ApiKeyMiddleware:
     """401 ``unauthorized`` for a request under ``/v1/`` without the right ``X-API-Key`` header.
 
@@ -108,29 +155,3 @@ class ApiKeyMiddleware:
                 await send_error(send, 401, "unauthorized", "missing or wrong X-API-Key header")
                 return
         await self.app(scope, receive, send)
-
-
-API_KEY_SCHEME = {"type": "apiKey", "in": "header", "name": "X-API-Key"}
-
-
-def document_api(app: FastAPI, api_key: bool, max_batch_files: int) -> None:
-    """Make the OpenAPI schema say what the server does where FastAPI cannot see it: the
-    ``X-API-Key`` scheme and its 401 on every ``/v1/`` operation, only if the server has a key (the
-    check itself is :class:`ApiKeyMiddleware`); the batch endpoint's most files."""
-    generate = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = generate()
-            batch = schema["paths"]["/v1/predict/batch"]["post"]["requestBody"]["content"]["multipart/form-data"]
-            batch["schema"]["properties"]["files"]["maxItems"] = max_batch_files
-            if api_key:
-                schema.setdefault("components", {}).setdefault("securitySchemes", {})["APIKeyHeader"] = API_KEY_SCHEME
-                for path, operations in schema["paths"].items():
-                    if path.startswith("/v1/"):
-                        for operation in operations.values():
-                            operation["security"] = [{"APIKeyHeader": []}]
-                            operation["responses"]["401"] = UNAUTHORIZED
-        return app.openapi_schema  # type: ignore[return-value]
-
-    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,7 +1,9 @@
 """The models the service serves: loaded once, warmed up, each with its own batchers.
 
-On CPU a model is served from its ONNX export with ONNX Runtime, and torch is never imported;
-from its PyTorch checkpoint on CUDA, or when it has no export (:mod:`app.inference`).
+One artifact per device: on CPU a model is served from its ONNX export with ONNX Runtime, and torch
+is never imported; on CUDA from its PyTorch checkpoint with torch (:mod:`app.torch_runtime`). A
+checkpoint without an export is served by torch on CPU too, with a warning, or refused with the
+command that makes the export where torch is not installed.
 """
 
 from __future__ import annotations
@@ -202,37 +204,26 @@ def serving_device(requested: str) -> str:
     return str(resolve_device(requested))
 
 
+@dataclass(frozen=True)
+class Runnable:
+    """A model's file made ready to run: its metadata, what runs it, and what /v1/models says of it."""
+
+    meta: CheckpointMeta
+    runners: Runners
+    sha256: str  # of the .safetensors checkpoint
+    parameters: int
+    served_from: str  # the file name
+    dtype: str
+
+
 def _load_model(files: ModelFiles, settings: Settings, device: str) -> LoadedModel:
-    """Load and warm up one model: the ONNX export on CPU where there is one, else the checkpoint."""
-    use_export = device == "cpu" and settings.runtime in ("auto", "onnxruntime") and files.export is not None
-    if use_export:
-        assert files.export is not None
-        exported = load_onnx(files.export, settings.torch_threads)
-        if files.checkpoint is not None and file_sha256(files.checkpoint) != exported.checkpoint_sha256:
-            raise CheckpointError(
-                f"{files.export} was exported from another checkpoint than {files.checkpoint} (sha256 "
-                f"{exported.checkpoint_sha256[:12]}…); export it again: python -m training export {files.checkpoint}"
-            )
-        meta, runners, dtype = exported.meta, onnx_runners(exported), "float32"
-        sha256, parameters, served_from = exported.checkpoint_sha256, exported.parameters, files.export.name
+    """Load and warm up one model: on CPU its ONNX export, run by ONNX Runtime; on CUDA (or on CPU
+    without an export) its checkpoint, run by torch."""
+    if device == "cpu" and files.export is not None:
+        runnable = _from_export(files.export, files.checkpoint, settings.torch_threads)
     else:
-        if files.checkpoint is None:
-            raise CheckpointError(
-                f"{files.export}: an ONNX export serves on CPU only, with runtime auto or onnxruntime"
-            )
-        if importlib.util.find_spec("torch") is None:
-            if files.export is not None:  # the export is there: it is the runtime asked for that needs torch
-                raise CheckpointError(
-                    f"runtime {settings.runtime} needs torch, which is not installed; runtime auto or "
-                    f"onnxruntime serves {files.export.name}"
-                )
-            raise CheckpointError(
-                f"{files.checkpoint} has no ONNX export next to it, and torch is not installed to run it: "
-                f"python -m training export {files.checkpoint} where torch is (in the compose setup: "
-                f"docker compose --profile train run --rm train export /srv/checkpoints/{files.checkpoint.name})"
-            )
-        meta, runners, dtype, sha256, parameters = _torch_model(files.checkpoint, settings, device)
-        served_from = files.checkpoint.name
+        runnable = _from_checkpoint(files, settings, device)
+    meta, runners = runnable.meta, runnable.runners
     predict, attention = predict_fn(runners, meta), attention_fn(runners, meta)
     pre = meta.preprocess
     shape = (1, len(pre.mean), pre.image_size, pre.image_size)  # what preprocessing makes for this model
@@ -240,17 +231,68 @@ def _load_model(files: ModelFiles, settings: Settings, device: str) -> LoadedMod
     for batch in sorted({1, max(settings.max_batch_size // 4, 1), settings.max_batch_size}):
         predict(np.repeat(example, batch, axis=0))  # warm-up: allocations, kernel choices
     attention(example)
-    log.info("loaded model", extra={"model": files.id, "device": device, "runtime": runners.runtime, "sha256": sha256})
+    extra = {"model": files.id, "device": device, "runtime": runners.runtime, "sha256": runnable.sha256}
+    log.info("loaded model", extra=extra)
     return LoadedModel(
-        files.id, meta, sha256, parameters, served_from, device, dtype, runners.runtime, predict, attention
+        id=files.id,
+        meta=meta,
+        sha256=runnable.sha256,
+        parameters=runnable.parameters,
+        served_from=runnable.served_from,
+        device=device,
+        dtype=runnable.dtype,
+        runtime=runners.runtime,
+        predict=predict,
+        attention=attention,
     )
 
 
-def _torch_model(path: Path, settings: Settings, device: str) -> tuple[CheckpointMeta, Runners, str, str, int]:
-    """The checkpoint at ``path`` loaded with torch: metadata, runners, dtype, sha256, parameters."""
+def _from_export(export: Path, checkpoint: Path | None, threads: int) -> Runnable:
+    """The ONNX export at ``export``, run by ONNX Runtime; refused if ``checkpoint`` (its sibling)
+    is not the checkpoint it was exported from."""
+    exported = load_onnx(export, threads)
+    if checkpoint is not None and file_sha256(checkpoint) != exported.checkpoint_sha256:
+        raise CheckpointError(
+            f"{export} was exported from another checkpoint than {checkpoint} (sha256 "
+            f"{exported.checkpoint_sha256[:12]}…); export it again: python -m training export {checkpoint}"
+        )
+    runners = onnx_runners(exported)
+    return Runnable(exported.meta, runners, exported.checkpoint_sha256, exported.parameters, export.name, "float32")
+
+
+def _from_checkpoint(files: ModelFiles, settings: Settings, device: str) -> Runnable:
+    """The model's checkpoint, run by torch on ``device``. On CPU that is a model without an ONNX
+    export: served with a warning where torch is installed, refused with the command that makes the
+    export where it is not."""
+    checkpoint = files.checkpoint
+    if checkpoint is None:
+        assert files.export is not None  # model_files makes no model without a file
+        raise CheckpointError(
+            f"{files.export} is an ONNX export, which serves on CPU only; to serve on {device}, put its checkpoint "
+            f"{files.id}.safetensors next to it"
+        )
+    command = f"python -m training export {checkpoint}"
+    if device == "cpu" and importlib.util.find_spec("torch") is None:
+        raise CheckpointError(
+            f"{checkpoint} has no ONNX export next to it, and torch is not installed to run it: export it where "
+            f"torch is, with {command} (make export, for the shipped model; in the compose setup: docker compose "
+            f"--profile train run --rm train export /srv/checkpoints/{checkpoint.name})"
+        )
+    if device == "cpu":
+        log.warning(
+            "model %r has no ONNX export: served by torch on CPU, slower than ONNX Runtime; export it with %s "
+            "(make export, for the shipped model)",
+            files.id,
+            command,
+        )
+    return _torch_model(checkpoint, settings, device)
+
+
+def _torch_model(path: Path, settings: Settings, device: str) -> Runnable:
+    """The checkpoint at ``path`` loaded with torch on ``device``."""
     import torch
 
-    from app.torch_runtime import resolve_runtime, torch_runners
+    from app.torch_runtime import torch_runners
     from model.checkpoint import load_checkpoint
     from model.factory import count_parameters
 
@@ -264,9 +306,9 @@ def _torch_model(path: Path, settings: Settings, device: str) -> tuple[Checkpoin
             f"{path} is an experiment's attention={ckpt.meta.config.attention!r} model, which has no attention "
             f"maps to serve; the service serves models with full attention"
         )
-    runners = torch_runners(ckpt, target, dtype, resolve_runtime(settings.runtime, target), settings.torch_threads)
+    runners = torch_runners(ckpt, target, dtype)
     dtype_name = str(dtype).removeprefix("torch.")
-    return ckpt.meta, runners, dtype_name, ckpt.sha256, count_parameters(ckpt.model)
+    return Runnable(ckpt.meta, runners, ckpt.sha256, count_parameters(ckpt.model), path.name, dtype_name)
 
 
 def build_registry(

@@ -96,7 +96,10 @@ class ModelOut(BaseModel):
     )
     device: str
     dtype: str
-    runtime: str = Field(description="what runs the model: onnxruntime, torchscript or eager", examples=["onnxruntime"])
+    runtime: str = Field(
+        description="what runs the model: onnxruntime (its ONNX export, on CPU) or eager (its checkpoint, with torch)",
+        examples=["onnxruntime"],
+    )
     calibration: CalibrationOut
 
 

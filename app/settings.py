@@ -26,11 +26,6 @@ class Settings(BaseSettings):
     default_model: str | None = Field(None, description="id (file stem) of the default model; first if unset")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     half: bool = Field(False, description="fp16 weights and inputs on CUDA (ignored on CPU)")
-    runtime: Literal["auto", "onnxruntime", "torchscript", "eager"] = Field(
-        "auto",
-        description="how the model runs: auto = onnxruntime on CPU, torchscript on CUDA (each checked against "
-        "eager at load, falling back to the next)",
-    )
     # 2 workers x 1 thread measured best on 2 cores (bench/serve_load.py; README "Performance")
     torch_threads: int = Field(
         1, ge=0, description="intra-op threads per worker, for torch and ONNX Runtime; 0 = their default"

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import os
 import re
 import socket
 import statistics
@@ -42,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from app.settings import Settings  # noqa: E402
 from model.preprocess import ImageError, load_image, open_image, prepare  # noqa: E402
+from tests.servers import free_port, run_app, start_app, wait_ready  # noqa: E402
 
 SIDE = 5000
 CAPPED_SIDE = 3162  # the biggest square PNG under the default 10-megapixel full-decode cap
@@ -103,34 +103,13 @@ def cpu_figures() -> None:
         print(f"{label}, service: {cpu_s(lambda d=data: service_way(d, settings)):.3f} s ({outcome})")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def server(checkpoint: Path, workers: int, **env: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     port = free_port()
-    settings = {
-        "VIT_DIGITS_CHECKPOINTS": str(checkpoint),
-        "VIT_DIGITS_PORT": str(port),
-        "VIT_DIGITS_WORKERS": str(workers),
-        "VIT_DIGITS_LOG_LEVEL": "warning",
-        "PYTHONPATH": str(ROOT),
-        **env,
-    }
-    proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=dict(os.environ, **settings))
+    proc = start_app(checkpoint, port, workers=workers, stdout=None, stderr=None, VIT_DIGITS_LOG_LEVEL="warning", **env)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(base + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
+        wait_ready(base, proc)
         time.sleep(1)  # the second worker too
         yield base, proc
     finally:
@@ -266,16 +245,8 @@ def unloadable() -> None:
     with tempfile.TemporaryDirectory() as folder:
         (Path(folder) / "broken.safetensors").write_bytes(b"garbage")
         for workers in (1, 2):
-            env = {
-                "VIT_DIGITS_CHECKPOINTS": folder,
-                "VIT_DIGITS_PORT": str(free_port()),
-                "VIT_DIGITS_WORKERS": str(workers),
-                "PYTHONPATH": str(ROOT),
-            }
             started = time.monotonic()
-            done = subprocess.run(
-                [sys.executable, "-m", "app"], cwd=ROOT, env=dict(os.environ, **env), capture_output=True, timeout=120
-            )
+            done = run_app(Path(folder), workers=workers)
             lines = done.stderr.decode(errors="replace").splitlines()
             reason = next((line for line in reversed(lines) if "model loading failed" in line), "")[:200]
             print(

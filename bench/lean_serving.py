@@ -5,9 +5,10 @@ side in one run.
     python bench/lean_serving.py                       # both, on this machine (needs torch for "torch")
     python bench/lean_serving.py --modes export        # e.g. inside the runtime image (no torch there)
 
-Standard library and Pillow only, so that it runs inside the runtime image too. Each mode starts a
-fresh ``python -m app`` (one worker) ``--runs`` times; the start time is the median, RSS is read
-from /proc after ``--requests`` predictions and attention maps.
+Standard library and Pillow only, so that it runs inside the runtime image too (with tests/ mounted
+next to bench/, for tests/servers.py). Each mode starts a fresh ``python -m app`` (one worker)
+``--runs`` times; the start time is the median, RSS is read from /proc after ``--requests``
+predictions and attention maps.
 """
 
 from __future__ import annotations
@@ -15,15 +16,11 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +29,9 @@ from typing import Any
 from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.servers import free_port, start_app, wait_ready  # noqa: E402
 
 
 def digit_png() -> bytes:
@@ -41,20 +41,6 @@ def digit_png() -> bytes:
     buf = io.BytesIO()
     image.save(buf, "PNG")
     return buf.getvalue()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def get(url: str, timeout: float = 2.0) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return int(r.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
 
 
 def post(url: str, body: bytes) -> dict[str, object]:
@@ -84,29 +70,11 @@ class Start:
 def measure(checkpoints: Path, requests: int, env: dict[str, str], app_dir: Path) -> Start:
     """One start of ``python -m app``: seconds to ready, RSS after warm-up, torch loaded or not."""
     port = free_port()
-    settings = {
-        "VIT_DIGITS_CHECKPOINTS": str(checkpoints),
-        "VIT_DIGITS_PORT": str(port),
-        "VIT_DIGITS_HOST": "127.0.0.1",
-        "VIT_DIGITS_WORKERS": "1",
-        "VIT_DIGITS_LOG_LEVEL": "warning",
-        **env,
-    }
     base = f"http://127.0.0.1:{port}"
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=app_dir, env=dict(os.environ, **settings))
+    proc = start_app(checkpoints, port, root=app_dir, stdout=None, stderr=None, VIT_DIGITS_LOG_LEVEL="warning", **env)
     try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the server exited with status {proc.returncode}")
-            try:
-                if get(base + "/readyz", timeout=1) == 200:
-                    break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if time.perf_counter() - started > 120:
-                raise RuntimeError("not ready after 120 s")
-            time.sleep(0.01)
+        wait_ready(base, proc, timeout=120, interval=0.01)
         ready_s = time.perf_counter() - started
         png = digit_png()
         for i in range(requests):

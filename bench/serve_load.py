@@ -31,7 +31,6 @@ import json
 import os
 import shlex
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -50,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 
 from model.onnx_model import load_onnx, onnx_path_for  # noqa: E402
 from model.preprocess import prepare_bytes  # noqa: E402
+from tests.servers import app_env, free_port, start_app  # noqa: E402
 
 LUA = """
 wrk.method = "POST"
@@ -68,20 +68,19 @@ end
 SETTLE_S = 2.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 SERVERS: dict[str, int] = {}  # base URL -> pid of the process started for it
 
 
-@contextmanager
-def server(cmd: list[str], env: dict[str, str], port: int, cwd: Path = ROOT) -> Iterator[str]:
-    proc = subprocess.Popen(
-        cmd, cwd=cwd, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+def spawn(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """A server other than ``python -m app`` (the naive app, ``--command``), started from the checkout."""
+    return subprocess.Popen(
+        cmd, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
+
+
+@contextmanager
+def server(proc: subprocess.Popen[bytes], port: int) -> Iterator[str]:
+    """``proc``'s base URL once it answers on ``port``; it is stopped afterwards."""
     base = f"http://127.0.0.1:{port}"
     SERVERS[base] = proc.pid
     try:
@@ -228,27 +227,27 @@ def main() -> None:
     (work / "batch.bin").write_bytes(batch_body)
     python = sys.executable
     port = free_port()
-    env = {
-        **dict(item.split("=", 1) for item in args.env),
-        "VIT_DIGITS_CHECKPOINTS": str(args.checkpoint),
-        "VIT_DIGITS_PORT": str(port),
-        "VIT_DIGITS_LOG_LEVEL": "warning",
-    }
+    settings = {**dict(item.split("=", 1) for item in args.env), "VIT_DIGITS_LOG_LEVEL": "warning"}
     naive_port = free_port()
     naive_cmd = [python, "-m", "uvicorn", "bench.naive_app:app", "--port", str(naive_port), "--log-level", "warning"]
     runs: dict[str, dict[int, list[dict[str, float]]]] = {"service": {}, "naive": {}}
     batch_runs = []
     with contextlib.ExitStack() as stack:
-        command = [python, "-m", "app"]
         if args.command:
             command = [python if word == "python" else word.format(port=port) for word in shlex.split(args.command)]
-        base = stack.enter_context(server(command, env, port))
-        naive = stack.enter_context(server(naive_cmd, {"VIT_DIGITS_CHECKPOINT": str(args.checkpoint)}, naive_port))
+            service = spawn(command, app_env(args.checkpoint, port, None, ROOT, **settings))
+        else:
+            service = start_app(args.checkpoint, port, workers=None, **settings)
+        base = stack.enter_context(server(service, port))
+        naive = spawn(naive_cmd, {"VIT_DIGITS_CHECKPOINT": str(args.checkpoint)})
+        naive = stack.enter_context(server(naive, naive_port))
         urls = {"service": f"{base}/v1/predict", "naive": f"{naive}/v1/predict"}
         if args.baseline is not None:
             baseline_port = free_port()
-            baseline_env = {**env, "VIT_DIGITS_PORT": str(baseline_port), "PYTHONPATH": str(args.baseline.resolve())}
-            baseline = stack.enter_context(server([python, "-m", "app"], baseline_env, baseline_port, args.baseline))
+            baseline_proc = start_app(
+                args.checkpoint, baseline_port, workers=None, root=args.baseline.resolve(), **settings
+            )
+            baseline = stack.enter_context(server(baseline_proc, baseline_port))
             urls["baseline"] = f"{baseline}/v1/predict"
             runs["baseline"] = {}
         for c in args.concurrency:

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import io
-import os
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,7 +17,7 @@ from PIL import Image
 
 from app.main import create_app
 from app.settings import Settings
-from tests.conftest import ROOT
+from tests.servers import Output, serving
 
 
 def png_bytes(array: np.ndarray) -> bytes:
@@ -74,50 +71,27 @@ def client(make_client: Callable[..., TestClient]) -> TestClient:
     return make_client()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
-def serve(checkpoint: Path, **env: str) -> Iterator[str]:
-    """A real ``python -m app`` process on a free loopback port; yields its base URL."""
-    with serve_process(checkpoint, **env) as (base, _):
-        yield base
+def serve(
+    checkpoint: Path, *, stderr: Output = subprocess.DEVNULL, **env: str
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A real ``python -m app`` (one worker, on the CPU unless ``env`` says otherwise) on a free
+    loopback port, ready; yields its base URL and process."""
+    with serving(checkpoint, stderr=stderr, **{"VIT_DIGITS_DEVICE": "cpu", **env}) as server:
+        yield server
 
 
-@contextmanager
-def serve_process(checkpoint: Path, **env: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """:func:`serve`, yielding the process too."""
-    port = free_port()
-    settings = {
-        "VIT_DIGITS_CHECKPOINTS": str(checkpoint),
-        "VIT_DIGITS_PORT": str(port),
-        "VIT_DIGITS_HOST": "127.0.0.1",
-        "VIT_DIGITS_WORKERS": "1",  # one process: /metrics then counts every request
-        "VIT_DIGITS_DEVICE": "cpu",
-        "PYTHONPATH": str(ROOT),
-        **env,
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app"],
-        cwd=ROOT,
-        env=dict(os.environ, **settings),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(lambda path: httpx.get(base + path, timeout=2))
-        yield base, proc
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+LIVE_LIMITS = {"VIT_DIGITS_MAX_UPLOAD_BYTES": "200000"}
 
 
 @pytest.fixture(scope="session")
-def live_server(tiny_checkpoint: Path) -> Iterator[str]:
+def live_server_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where :func:`live_server` writes its log (stderr)."""
+    return tmp_path_factory.mktemp("live") / "stderr.log"
+
+
+@pytest.fixture(scope="session")
+def live_server(tiny_checkpoint: Path, live_server_log: Path) -> Iterator[str]:
     """The service on loopback, serving the tiny checkpoint, with a 200 kB body limit."""
-    with serve(tiny_checkpoint, VIT_DIGITS_MAX_UPLOAD_BYTES="200000") as base:
+    with live_server_log.open("wb") as log, serve(tiny_checkpoint, stderr=log, **LIVE_LIMITS) as (base, _):
         yield base

@@ -13,7 +13,7 @@ from model import load_checkpoint
 from model.factory import forward_with_attention
 from model.preprocess import prepare_bytes
 from model.rollout import attention_rollout, cls_attention
-from tests.app.conftest import png_bytes, serve_process
+from tests.app.conftest import png_bytes, serve
 from tests.conftest import ROOT, SHIPPED
 
 PNG = {"content-type": "image/png"}
@@ -66,7 +66,7 @@ def test_serving_the_onnx_export_never_imports_torch(tmp_path, digit_png):
 def test_a_real_server_on_the_export_has_no_torch_library_mapped(digit_png):
     import httpx
 
-    with serve_process(SHIPPED) as (base, proc):  # device cpu
+    with serve(SHIPPED) as (base, proc):  # device cpu
         assert httpx.post(base + "/v1/predict", content=digit_png, headers=PNG).status_code == 200
         maps = Path(f"/proc/{proc.pid}/maps").read_text()
     assert "onnxruntime" in maps
@@ -94,11 +94,18 @@ def test_attention_over_http_equals_the_pytorch_model(make_client, mnist_root):
             np.testing.assert_allclose(layer["heads"], cls_attention(attn, layer["layer"], prefix)[0], atol=1e-4)
 
 
-def test_a_checkpoint_without_export_is_served_with_torch(make_client, tiny_checkpoint_without_export, digit_png):
+def test_a_checkpoint_without_export_is_served_with_torch_and_a_warning_naming_the_export_command(
+    make_client, tiny_checkpoint_without_export, digit_png, caplog
+):
     client = make_client(checkpoints=[tiny_checkpoint_without_export])
     (m,) = client.get("/v1/models").json()["models"]
-    assert m["served_from"] == "tiny.safetensors" and m["runtime"] == "onnxruntime"  # exported in memory
+    assert (m["served_from"], m["runtime"]) == ("tiny.safetensors", "eager")
     assert client.post("/v1/predict", content=digit_png, headers=PNG).status_code == 200
+    (warning,) = [
+        r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "ONNX export" in r.getMessage()
+    ]
+    assert "served by torch on CPU" in warning
+    assert f"python -m training export {tiny_checkpoint_without_export}" in warning
 
 
 def test_a_stale_export_is_refused_with_the_command_that_fixes_it(make_client, tiny_checkpoint, tmp_path):
@@ -131,12 +138,6 @@ def test_an_export_alone_is_served(make_client, tiny_checkpoint, tmp_path, digit
     (m,) = client.get("/v1/models").json()["models"]
     assert (m["id"], m["served_from"]) == ("solo", "solo.onnx")
     assert client.post("/v1/predict", content=digit_png, headers=PNG).status_code == 200
-
-
-@pytest.mark.parametrize("runtime", ["torchscript", "eager"])
-def test_asking_for_a_torch_runtime_serves_the_checkpoint(make_client, runtime):
-    (m,) = make_client(runtime=runtime).get("/v1/models").json()["models"]
-    assert (m["served_from"], m["runtime"]) == ("tiny.safetensors", runtime)
 
 
 def test_shipped_export_is_the_shipped_checkpoint(mnist_root):

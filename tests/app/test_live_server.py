@@ -1,7 +1,9 @@
 """Against a real uvicorn process on loopback."""
 
 import asyncio
+import json
 import re
+import time
 
 import httpx
 import numpy as np
@@ -46,14 +48,23 @@ def test_live_streamed_body_over_the_limit_is_cut_off(live_server, digit_png):
     assert httpx.post(f"{live_server}/v1/predict", content=digit_png, headers=PNG).status_code == 200
 
 
-def test_live_healthz_readyz_and_json_logs(live_server):
+def test_live_healthz_readyz_and_json_logs(live_server, live_server_log):
     assert httpx.get(f"{live_server}/healthz").json() == {"status": "ok"}
     assert httpx.get(f"{live_server}/readyz").json() == {"status": "ready"}
+    # an answer >= 400 is logged at info level, with the request id it was sent with
+    assert httpx.get(f"{live_server}/nope", headers={"X-Request-ID": "json-logs-check"}).status_code == 404
+    deadline = time.monotonic() + 5  # the access log is written once the answer has been sent
+    while "json-logs-check" not in live_server_log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    entries = [json.loads(line) for line in live_server_log.read_text().splitlines()]  # every line is JSON
+    (entry,) = [e for e in entries if e["request_id"] == "json-logs-check"]
+    assert (entry["logger"], entry["level"], entry["message"]) == ("app.access", "info", "request")
+    assert (entry["method"], entry["path"], entry["status"]) == ("GET", "/nope", 404)
+    assert any(e["logger"] == "app.registry" and e["message"] == "loaded model" for e in entries)
 
 
 def test_live_client_disconnecting_mid_upload_is_counted_as_499_not_500(live_server):
     import socket
-    import time
 
     port = int(live_server.rsplit(":", 1)[1])
     for path, kind in [("/v1/predict", "image/png"), ("/v1/predict/batch", "multipart/form-data; boundary=b")] * 5:

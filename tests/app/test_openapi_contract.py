@@ -32,7 +32,7 @@ SEED = 13  # fixed, so that CI is reproducible; change it to explore other cases
 def test_openapi_contract_holds_on_a_live_server(tiny_checkpoint, api_key):
     env = {"VIT_DIGITS_API_KEY": api_key} if api_key else {}
     cases = 0
-    with serve(tiny_checkpoint, **env) as base:
+    with serve(tiny_checkpoint, **env) as (base, _):
         for which, excluded in [
             (("--exclude-path", BATCH), "positive_data_acceptance"),
             (("--include-path", BATCH), "positive_data_acceptance,negative_data_rejection"),

@@ -27,7 +27,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def shipped_server() -> Iterator[str]:
-    with serve(SHIPPED) as base:
+    with serve(SHIPPED) as (base, _):
         yield base
 
 

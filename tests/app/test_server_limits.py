@@ -6,10 +6,7 @@ sends a byte, slow uploads) the load balancer in front bounds; see the README's 
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -17,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.app.conftest import free_port, serve_process
-from tests.conftest import ROOT
+from tests.app.conftest import serve
+from tests.servers import run_app
 
 LIMITS = {
     "VIT_DIGITS_HTTP": "h11",
@@ -60,7 +57,7 @@ def read_until_closed(s: socket.socket) -> bytes:
 
 @pytest.fixture(scope="module")
 def limited_server(tiny_checkpoint: Path):
-    with serve_process(tiny_checkpoint, **LIMITS) as (base, proc):
+    with serve(tiny_checkpoint, **LIMITS) as (base, proc):
         yield base, proc
 
 
@@ -99,20 +96,6 @@ def test_server_requests_beyond_the_open_connections_limit_get_503(limited_serve
         assert time.monotonic() < deadline
 
 
-def _run_server(checkpoint: Path, workers: int, **env: str) -> subprocess.CompletedProcess[bytes]:
-    settings = {
-        "VIT_DIGITS_CHECKPOINTS": str(checkpoint),
-        "VIT_DIGITS_PORT": str(free_port()),
-        "VIT_DIGITS_HOST": "127.0.0.1",
-        "VIT_DIGITS_WORKERS": str(workers),
-        "PYTHONPATH": str(ROOT),
-        **env,
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "app"], cwd=ROOT, env=dict(os.environ, **settings), capture_output=True, timeout=120
-    )
-
-
 @pytest.mark.parametrize(
     ("workers", "env"),
     [
@@ -123,15 +106,15 @@ def _run_server(checkpoint: Path, workers: int, **env: str) -> subprocess.Comple
 )
 def test_server_exits_non_zero_with_the_reason_when_no_model_loads(tmp_path, workers, env):
     (tmp_path / "broken.safetensors").write_bytes(b"garbage")
-    done = _run_server(tmp_path, workers, **env)
+    done = run_app(tmp_path, workers=workers, **env)
     assert done.returncode != 0
     assert b"model loading failed" in done.stderr and b"broken.safetensors" in done.stderr
     empty = tmp_path / "empty"
     empty.mkdir()
-    done = _run_server(empty, workers, **env)
+    done = run_app(empty, workers=workers, **env)
     assert done.returncode != 0 and b"no *.safetensors or *.onnx file" in done.stderr
 
 
 def test_server_empty_api_key_is_a_startup_error(tiny_checkpoint):
-    done = _run_server(tiny_checkpoint, 1, VIT_DIGITS_API_KEY="")
+    done = run_app(tiny_checkpoint, VIT_DIGITS_API_KEY="")
     assert done.returncode == 1 and b"VIT_DIGITS_API_KEY is set but empty" in done.stderr

@@ -8,43 +8,27 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from tests.app.conftest import free_port, wait_ready
-from tests.conftest import ROOT
+from tests.app.conftest import wait_ready
+from tests.servers import Output, free_port, start_app
 
 pytestmark = pytest.mark.slow  # each test starts a server of two workers
 
 
 @contextmanager
 def server(
-    checkpoint: Path, port: int, workers: int = 2, stderr: Any = subprocess.DEVNULL, **env: str
+    checkpoint: Path, port: int, workers: int = 2, stderr: Output = subprocess.DEVNULL, **env: str
 ) -> Iterator[subprocess.Popen[bytes]]:
     """``python -m app`` on loopback; killed with every worker it left, whatever the test did."""
-    settings = {
-        "VIT_DIGITS_CHECKPOINTS": str(checkpoint),
-        "VIT_DIGITS_PORT": str(port),
-        "VIT_DIGITS_HOST": "127.0.0.1",
-        "VIT_DIGITS_WORKERS": str(workers),
-        "PYTHONPATH": str(ROOT),
-        **env,
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app"],
-        cwd=ROOT,
-        env=dict(os.environ, **settings),
-        stdout=subprocess.DEVNULL,
-        stderr=stderr,
-    )
+    proc = start_app(checkpoint, port, workers=workers, stderr=stderr, **env)
     seen: set[int] = set()
     try:
         yield proc

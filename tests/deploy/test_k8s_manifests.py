@@ -7,6 +7,7 @@ No cluster runs here: these tests check the objects that ``kubectl apply -k`` wo
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import shutil
@@ -111,6 +112,19 @@ def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return bool(selector) and all(labels.get(key) == value for key, value in selector.items())
 
 
+def _schema_errors(objects: tuple[Manifest, ...], version: str) -> list[str]:
+    """What Kubernetes ``version``'s schemas refuse in ``objects``, strictly: an unknown (say,
+    misspelt) field is an error, as ``kubectl apply`` would make it."""
+    errors = []
+    for obj in objects:
+        try:
+            kubernetes_validate.validate(obj, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            where = "/".join(map(str, exc.absolute_path))
+            errors.append(f"{obj['kind']} {obj['metadata']['name']}: {exc.message} (at {where})")
+    return errors
+
+
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 def test_manifests_match_kubernetes_schemas(objects: tuple[Manifest, ...], version: str, offline: None) -> None:
     assert {obj["kind"] for obj in objects} == {
@@ -121,31 +135,18 @@ def test_manifests_match_kubernetes_schemas(objects: tuple[Manifest, ...], versi
         "PodDisruptionBudget",
         "Service",
     }
-    errors = []
-    for obj in objects:
-        try:  # strict: an unknown (say, misspelt) field is an error, as `kubectl apply` would make it
-            kubernetes_validate.validate(obj, version, strict=True)
-        except kubernetes_validate.ValidationError as exc:
-            where = "/".join(map(str, exc.absolute_path))
-            errors.append(f"{obj['kind']} {obj['metadata']['name']}: {exc.message} (at {where})")
+    errors = _schema_errors(objects, version)
     assert not errors, f"invalid for Kubernetes {version}:\n" + "\n".join(errors)
 
 
-def test_schema_validation_rejects_a_misspelt_field(offline: None) -> None:
-    deployment = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "x"},
-        "spec": {
-            "selector": {"matchLabels": {"a": "b"}},
-            "template": {
-                "metadata": {"labels": {"a": "b"}},
-                "spec": {"containers": [{"name": "x", "image": "x", "livenessprobe": {}}]},
-            },
-        },
-    }
-    with pytest.raises(kubernetes_validate.ValidationError, match="livenessprobe"):
-        kubernetes_validate.validate(deployment, latest_version(), strict=True)
+def test_schema_check_refuses_our_deployment_with_a_misspelt_field(
+    objects: tuple[Manifest, ...], offline: None
+) -> None:
+    deployment = copy.deepcopy(_one(objects, "Deployment"))
+    (api,) = (c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "api")
+    api["livenessprobe"] = api.pop("livenessProbe")
+    (error,) = _schema_errors((deployment,), latest_version())
+    assert error.startswith(f"Deployment {deployment['metadata']['name']}: ") and "livenessprobe" in error
 
 
 def test_probes_point_at_health_routes_on_the_container_port(objects: tuple[Manifest, ...]) -> None:

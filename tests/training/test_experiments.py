@@ -333,12 +333,6 @@ def test_faster_stem_control_makes_1_channel_training_equal_the_3_channel_model(
     assert len(param_groups(plain, TrainConfig())) == 2
 
 
-def test_timm_suite_has_both_stem_controls():
-    variants = SUITES["timm"].variants
-    assert variants["ours-1ch-stem3x"] == {"stem_lr_scale": 3.0}
-    assert variants["ours-3ch-stem1/3"]["in_chans"] == 3
-
-
 def test_budget_tag_separates_other_budgets():
     assert budget_tag({}, {}) == ""
     assert budget_tag({"epochs": 10}, {}) == "-epochs10"

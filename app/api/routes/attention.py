@@ -6,14 +6,14 @@ import time
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
-from starlette.concurrency import run_in_threadpool
 
-from app.api.images import classify_upload, prediction
-from app.api.routes.predict import SINGLE_IMAGE_BODY, RejectQuery, TopKQuery
-from app.deps import ModelQuery, model_of
+from app.api.params import ModelQuery, RejectQuery, TopKQuery, rejects
+from app.api.responses import attention_out, heatmap_response
+from app.api.state import decoding_of, model_of, settings_of
+from app.api.uploads import SINGLE_IMAGE_BODY, read_single_image
 from app.errors import ERROR_RESPONSES
-from app.render import heatmap_png
-from app.schemas import AttentionOut, LayerAttention
+from app.pipeline import Deadline, classify
+from app.schemas import AttentionOut
 
 router = APIRouter(tags=["attention"])
 
@@ -24,10 +24,6 @@ PNG_RESPONSE: dict[int | str, dict[str, object]] = {
         "X-Digit-Score headers carry the verdict",
     }
 }
-
-
-def _rounded(grid: list[list[float]]) -> list[list[float]]:
-    return [[round(v, 5) for v in row] for row in grid]
 
 
 @router.post(
@@ -44,27 +40,11 @@ async def attention(
 ) -> AttentionOut | Response:
     """Classify one digit and show where the model looked: attention rollout and CLS attention."""
     start = time.perf_counter()
-    served = model_of(request, model)
-    prepared, result = await classify_upload(request, served, served.attention, reject)
+    served, settings, decoding = model_of(request, model), settings_of(request), decoding_of(request)
+    data = await read_single_image(request)
+    deadline = Deadline.start(settings.request_timeout_s)
+    prepared, result = await classify(data, served, served.attention, decoding, deadline, rejects(reject, settings))
     if fmt == "png":
-        heat = result.rollout if which == "rollout" else result.cls_attention
-        png = await run_in_threadpool(heatmap_png, prepared.pixels, heat)
-        verdict = {"X-Is-Digit": str(result.is_digit).lower(), "X-Digit-Score": f"{result.digit_score:.5f}"}
-        return Response(png, media_type="image/png", headers=verdict)
-    base = prediction(result, served, prepared, top_k, 0.0)
-    per_layer = None
-    if layers == "all":
-        per_layer = [
-            LayerAttention(layer=i, heads=[_rounded(h.tolist()) for h in heads])
-            for i, heads in enumerate(result.layers)
-        ]
-    out = AttentionOut(
-        **base.model_dump(exclude={"latency_ms"}),
-        grid=int(result.rollout.shape[-1]),
-        input=_rounded(prepared.pixels.tolist()),
-        rollout=_rounded(result.rollout.tolist()),
-        cls_attention=_rounded(result.cls_attention.tolist()),
-        layers=per_layer,
-        latency_ms=round((time.perf_counter() - start) * 1000, 3),
-    )
-    return out
+        return await heatmap_response(result, prepared, which)
+    latency_ms = (time.perf_counter() - start) * 1000
+    return attention_out(result, served, prepared, top_k, layers == "all", latency_ms)

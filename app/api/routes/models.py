@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from app.deps import registry_of
+from app.api.state import registry_of
 from app.errors import NOT_READY
 from app.schemas import ModelOut, ModelsOut
 

@@ -1,64 +1,53 @@
-"""Getting image bytes out of requests, with the body size capped while it streams in."""
+"""The image routes' request bodies: getting the image bytes out of a request, and how the OpenAPI
+document describes them (FastAPI cannot see bodies read by hand)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import ApiError, clip, send_error
+from app.errors import ApiError, clip
 
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/bmp", "image/webp", "image/tiff")
 FILENAME_CHARS = 255  # a batch result echoes at most this much of each file's name
 
-
-class BodyTooLargeError(ApiError):
-    def __init__(self, limit: int):
-        super().__init__(413, "payload_too_large", f"the request body exceeds the limit of {limit} bytes")
-
-
-class BodyLimitMiddleware:
-    """413 for bodies over ``limit`` bytes: by Content-Length up front, else counted as it arrives.
-
-    A client that lies about (or omits) Content-Length is cut off as soon as the bytes received
-    pass the limit, so memory use stays bounded whatever it sends.
-    """
-
-    def __init__(self, app: ASGIApp, limit: int):
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            message = f"the request body exceeds the limit of {self.limit} bytes"
-            await send_error(send, 413, "payload_too_large", message, {"Connection": "close"})
-            return
-        received = 0
-        started = False
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise BodyTooLargeError(self.limit)
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLargeError as exc:  # raised where no handler could turn it into a response
-            if not started:
-                await send_error(send, 413, exc.code, exc.message, {"Connection": "close"})
+SINGLE_IMAGE_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "one image: a multipart field `file`, or the raw bytes with an image content type",
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "additionalProperties": False,
+                }
+            },
+            **{media: {"schema": {"type": "string", "format": "binary"}} for media in IMAGE_TYPES},
+        },
+    }
+}
+BATCH_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["files"],
+                    "properties": {
+                        "files": {"type": "array", "minItems": 1, "items": {"type": "string", "format": "binary"}}
+                    },
+                    "additionalProperties": False,
+                }
+            }
+        },
+    }
+}
 
 
 def _media_type(request: Request) -> str:

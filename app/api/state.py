@@ -1,0 +1,43 @@
+"""What the routes take from ``app.state``: the settings, the loaded models, the decoding threads.
+
+Plain functions the routes call rather than FastAPI dependencies, whose graph FastAPI solves on
+every request: measured as the largest single cost of a ``/v1/predict`` request on the event loop
+(README, "Performance").
+"""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from app.errors import ApiError
+from app.pipeline import Decoding
+from app.registry import Registry, ServedModel
+from app.settings import Settings
+
+
+def settings_of(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def registry_of(request: Request) -> Registry:
+    """The loaded models; 503 ``not_ready`` while they are still loading (or failed to)."""
+    registry: Registry | None = request.app.state.registry
+    if registry is None:
+        raise ApiError(503, "not_ready", request.app.state.status, headers={"Retry-After": "2"})
+    return registry
+
+
+def model_of(request: Request, model_id: str | None) -> ServedModel:
+    """The model ``?model=`` names, or the default; 404 ``model_not_found`` for an unknown id."""
+    registry = registry_of(request)
+    served = registry.get(model_id)
+    if served is None:
+        raise ApiError(404, "model_not_found", f"no model {model_id!r}; loaded: {', '.join(registry.models)}")
+    return served
+
+
+def decoding_of(request: Request) -> Decoding:
+    """How this server decodes uploads: its size caps and decoding threads."""
+    decoding: Decoding = request.app.state.decoding
+    return decoding

@@ -1,0 +1,178 @@
+"""From an uploaded picture's bytes to the model's answer: decode, preprocess, infer, verdict.
+
+Plain values in and out, no HTTP: a route reads a request into bytes and options, calls these
+functions, and encodes what they return, or the :class:`PipelineError` they raise, in the shape of
+the protocol it speaks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import TypeVar
+
+from PIL import Image
+
+from app.batcher import MicroBatcher, QueueFullError
+from app.inference import Prediction
+from app.registry import ServedModel
+from model.meta import Preprocessing
+from model.preprocess import ImageError, Prepared, load_image, open_image, prepare
+
+R = TypeVar("R", bound=Prediction)
+
+# Up to this many pixels an image is preprocessed right on the event loop: for a small digit the
+# work (a few hundred microseconds) costs about what a hop to a worker thread costs. Larger
+# pictures (photos) go to the decoding threads (``max_concurrent_decodes`` of them), so that they
+# never stall other requests and their memory stays bounded however many arrive at once.
+INLINE_PIXELS = 256 * 256
+
+
+class PipelineError(Exception):
+    """Why a picture gets no answer: a machine-readable ``code`` and a message for the client.
+
+    The codes: those of :class:`model.preprocess.ImageError` (the picture cannot be read as a
+    digit), ``not_a_digit`` (a non-digit, when asked to reject them), ``queue_full`` (at capacity:
+    retry shortly) and ``inference_timeout`` (the deadline passed).
+    """
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How uploads are decoded: the size caps, and the threads for pictures too big for the event loop."""
+
+    max_pixels: int
+    max_full_decode_pixels: int
+    threads: Executor
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """When a request must be answered: decoding, preprocessing and inference all count."""
+
+    at: float  # on the event loop's clock
+    timeout_s: float
+
+    @classmethod
+    def start(cls, timeout_s: float) -> Deadline:
+        return cls(asyncio.get_running_loop().time() + timeout_s, timeout_s)
+
+    def remaining(self) -> float:
+        return max(self.at - asyncio.get_running_loop().time(), 0.0)
+
+    def missed(self) -> PipelineError:
+        return PipelineError("inference_timeout", f"not answered within the deadline of {self.timeout_s} s")
+
+
+async def classify(
+    data: bytes, served: ServedModel, batcher: MicroBatcher[R], decoding: Decoding, deadline: Deadline, reject: bool
+) -> tuple[Prepared, R]:
+    """One picture's whole way: decoded and preprocessed for ``served``, inferred by ``batcher`` (one
+    of its batchers), all within ``deadline``; with ``reject``, a non-digit is ``not_a_digit``.
+
+    Raises:
+        PipelineError: the picture gets no answer.
+    """
+    prepared = await preprocess(data, served.meta.preprocess, decoding, deadline)
+    result = await infer(batcher, prepared, deadline)
+    if reject and not result.is_digit:
+        raise not_a_digit(result, served.meta.calibration.threshold)
+    return prepared, result
+
+
+async def classify_each(
+    pictures: list[bytes], served: ServedModel, decoding: Decoding, deadline: Deadline, reject: bool
+) -> list[tuple[Prepared, Prediction] | PipelineError]:
+    """Many pictures, each classified on its own (:func:`classify`; the batcher batches their
+    inference together): each gets its answer or its own error.
+
+    Raises:
+        PipelineError: ``queue_full`` if the queue has no room for all of them.
+    """
+    room = served.predict.room()
+    if room < len(pictures):
+        raise queue_full(QueueFullError(f"room for {room} more images"))
+    return await asyncio.gather(*(_classify_one(data, served, decoding, deadline, reject) for data in pictures))
+
+
+async def _classify_one(
+    data: bytes, served: ServedModel, decoding: Decoding, deadline: Deadline, reject: bool
+) -> tuple[Prepared, Prediction] | PipelineError:
+    try:
+        return await classify(data, served, served.predict, decoding, deadline, reject)
+    except PipelineError as exc:
+        return exc
+
+
+async def preprocess(data: bytes, pre: Preprocessing, decoding: Decoding, deadline: Deadline) -> Prepared:
+    """Decode and normalise ``data`` as the model was trained: on the event loop if small, else in one
+    of the decoding threads, waiting for one at most until ``deadline``.
+
+    An exception raised in a decoding thread would come back inside a reference cycle holding the
+    upload and the half-decoded image, freed only by the next garbage collection (which
+    ``app.main`` makes rarer); so the thread returns the error as a value, and it is raised here
+    without this frame keeping a reference to it. A picture still waiting for a thread when the
+    deadline passes is dropped from the queue; one being decoded finishes in its thread (a bounded
+    cost: the caps).
+
+    Raises:
+        PipelineError: the codes of :class:`model.preprocess.ImageError`, or ``inference_timeout``.
+    """
+    try:
+        image = open_image(data, decoding.max_pixels, decoding.max_full_decode_pixels)  # header only
+        if image.width * image.height <= INLINE_PIXELS:
+            return prepare(load_image(image), pre.mean, pre.std, pre.image_size)
+    except ImageError as exc:
+        raise PipelineError(exc.code, str(exc)) from exc
+    work = asyncio.get_running_loop().run_in_executor(decoding.threads, _prepare_or_error, image, pre)
+    try:
+        result = await asyncio.wait_for(work, deadline.remaining())
+    except TimeoutError:
+        raise deadline.missed() from None
+    if isinstance(result, Prepared):
+        return result
+    try:
+        raise result
+    finally:
+        del result
+
+
+def _prepare_or_error(image: Image.Image, pre: Preprocessing) -> Prepared | PipelineError:
+    """:func:`preprocess`'s work in a decoding thread, a bad picture's error returned, not raised."""
+    try:
+        return prepare(load_image(image), pre.mean, pre.std, pre.image_size)
+    except ImageError as exc:
+        return PipelineError(exc.code, str(exc))
+
+
+async def infer(batcher: MicroBatcher[R], prepared: Prepared, deadline: Deadline) -> R:
+    """Queue one input on ``batcher`` and wait for its result, at most until ``deadline``.
+
+    Raises:
+        PipelineError: ``queue_full`` (back-pressure) or ``inference_timeout``.
+    """
+    try:
+        return await batcher.submit(prepared.model_input, deadline.remaining())
+    except QueueFullError as exc:
+        raise queue_full(exc) from exc
+    except TimeoutError:
+        raise deadline.missed() from None
+
+
+def queue_full(exc: QueueFullError) -> PipelineError:
+    return PipelineError("queue_full", f"the server is at capacity ({exc}); retry shortly")
+
+
+def not_a_digit(result: Prediction, threshold: float | None) -> PipelineError:
+    """``not_a_digit`` for a picture whose digit score is below the model's threshold."""
+    return PipelineError(
+        "not_a_digit",
+        f"the picture does not look like a digit: digit score {result.digit_score:.3f} is below the model's "
+        f"threshold {threshold:.3f}; send a single handwritten or typed digit (or leave reject off to get the "
+        f"prediction with is_digit=false)",
+    )

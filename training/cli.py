@@ -56,6 +56,7 @@ _TRAIN_FLAGS = (
     "outlier_weight",
     "outliers_per_kind",
     "typed_digits",
+    "staged_digits",
     "distill",
     "distill_alpha",
     "distill_tau",
@@ -118,6 +119,7 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     o.add_argument("--outlier-weight", type=float, help="weight of the uniform-target loss on non-digits; 0: off")
     o.add_argument("--outliers-per-kind", type=int, help="non-digit pictures drawn per training kind")
     o.add_argument("--typed-digits", type=int, help="typed digits added to the training digits")
+    o.add_argument("--staged-digits", type=int, help="training digits staged as callers send them, added to them")
     d = p.add_argument_group("distillation from a CNN teacher (see training/teacher.py)")
     d.add_argument("--distill", choices=("none", "soft", "hard"), help="soft: KL at --distill-tau; hard: top class")
     d.add_argument("--distill-alpha", type=float, help="the teacher's share of the digits' loss")

@@ -66,6 +66,9 @@ class TrainConfig:
     outlier_weight: float = 0.0  # weight of their loss; 0 turns outlier exposure off
     outliers_per_kind: int = 2000
     typed_digits: int = 0  # typed digits (shipped typefaces) added to the training digits
+    # training digits staged as callers send them (training/pictures.py, FIT_STAGINGS only: the
+    # held-out stagings stay unseen) and preprocessed as the service would, added to the training digits
+    staged_digits: int = 0
     # learning-rate factor of the linear patch embedding's kernel (its decay is divided by it):
     # the experiments' control for the 3x faster effective stem of a replicated-RGB input
     stem_lr_scale: float = 1.0
@@ -88,8 +91,10 @@ class TrainConfig:
             raise ConfigError(f"label_smoothing must be in [0, 1); got {self.label_smoothing}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay must be in [0, 1); got {self.ema_decay}")
-        if self.outlier_weight < 0 or self.outliers_per_kind < 1 or self.typed_digits < 0:
-            raise ConfigError("outlier_weight and typed_digits cannot be negative; outliers_per_kind must be >= 1")
+        if self.outlier_weight < 0 or self.outliers_per_kind < 1 or self.typed_digits < 0 or self.staged_digits < 0:
+            raise ConfigError(
+                "outlier_weight, typed_digits and staged_digits cannot be negative; outliers_per_kind must be >= 1"
+            )
         if self.stem_lr_scale <= 0:
             raise ConfigError(f"stem_lr_scale must be positive; got {self.stem_lr_scale}")
         if self.val_size < 0 or self.limit < 0 or self.warmup_epochs < 0:
@@ -142,5 +147,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         outlier_weight=0.5,
         outliers_per_kind=3000,
         typed_digits=3000,
+        staged_digits=8000,
     ),
 }

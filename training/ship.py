@@ -76,6 +76,7 @@ def run_ship(args: argparse.Namespace) -> dict[str, Any]:
             output=args.output,
             outliers_per_kind=scaled(shipped["outliers_per_kind"]),
             typed_digits=scaled(shipped["typed_digits"]),
+            staged_digits=scaled(shipped["staged_digits"]),
             **distill,
         )
     )

@@ -30,7 +30,15 @@ from training.distributed import DistInfo, barrier, init_distributed, shutdown
 from training.ema import ModelEma
 from training.engine import EpochStats, accuracy, predict, score, train_one_epoch
 from training.export import export_next_to
-from training.pictures import TRAIN_KINDS, non_digits, picture_set, typed_digit_pictures
+from training.pictures import (
+    FIT_STAGINGS,
+    TRAIN_KINDS,
+    Picture,
+    non_digits,
+    picture_set,
+    staged_digits,
+    typed_digit_pictures,
+)
 from training.state import ResumeState, load_state, save_state
 from training.teacher import Distiller, load_teacher
 
@@ -49,7 +57,7 @@ def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
 
 def load_data(cfg: TrainConfig) -> tuple[Split, Split, Split, str]:
     """Train, validation and test splits (limited if asked) and the dataset checksum; the training
-    split also holds ``cfg.typed_digits`` typed digits."""
+    split also holds ``cfg.typed_digits`` typed digits and ``cfg.staged_digits`` staged ones."""
     root = prepare_root(cfg.data_dir, download=cfg.download)
     train, test = load_split(root, train=True), load_split(root, train=False)
     if cfg.limit:
@@ -57,11 +65,22 @@ def load_data(cfg: TrainConfig) -> tuple[Split, Split, Split, str]:
         test = test.subset(torch.arange(min(max(cfg.limit // 5, 1), len(test))))
     val_size = min(cfg.val_size, len(train) // 5) if cfg.limit else cfg.val_size
     train, val = train_val_split(train, val_size, cfg.seed)
+    extra = []
     if cfg.typed_digits:
-        typed = picture_set("typed", typed_digit_pictures, cfg.typed_digits, cfg.seed)
+        extra.append(picture_set("typed", typed_digit_pictures, cfg.typed_digits, cfg.seed))
+    if cfg.staged_digits:
+        digits = train  # staged from the training split only: the validation digits stay unseen
+
+        def stage(count: int, seed: int) -> list[Picture]:
+            images, labels = digits.images[:count].numpy(), digits.labels[:count].numpy()
+            return staged_digits(images, labels, seed, stagings=FIT_STAGINGS)
+
+        name = f"staged-train-val{len(val)}-limit{cfg.limit}"
+        extra.append(picture_set(name, stage, min(cfg.staged_digits, len(train)), cfg.seed))
+    for pictures in extra:
         train = Split(
-            torch.cat([train.images, torch.from_numpy(typed.images)]),
-            torch.cat([train.labels, torch.from_numpy(typed.labels).long()]),
+            torch.cat([train.images, torch.from_numpy(pictures.images)]),
+            torch.cat([train.labels, torch.from_numpy(pictures.labels).long()]),
         )
     return train, val, test, dataset_checksum(root)
 

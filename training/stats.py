@@ -104,23 +104,3 @@ def reading(a: str, b: str, interval: tuple[float, float], seeds: int, margin: f
     if -margin <= low and high <= margin:
         return f"equivalent within ±{margin:g} points"
     return "inconclusive"
-
-
-def verdict(a: str, b: str, diff_points: float, tests: Sequence[dict[str, float | int]]) -> str:
-    """A claim a reader can rely on: "A > B" only when, over at least :data:`MIN_SEEDS` seeds,
-    every seed's paired test rejects "equal" at ``ALPHA`` with A ahead; "A < B" likewise;
-    otherwise "no measurable difference".
-
-    McNemar's test compares two trained networks on one test set; it does not see how much a
-    design varies from seed to seed. Asking every seed to agree is what makes it a claim about
-    the designs, which is why fewer seeds give no ranking at all.
-    """
-    if len(tests) < MIN_SEEDS:
-        return f"{len(tests)} of {MIN_SEEDS} seeds run: not a ranking yet"
-    ahead = [t for t in tests if float(t["p"]) < ALPHA and int(t["a_only"]) > int(t["b_only"])]
-    behind = [t for t in tests if float(t["p"]) < ALPHA and int(t["a_only"]) < int(t["b_only"])]
-    if len(ahead) == len(tests) and diff_points > 0:
-        return f"{a} > {b}"
-    if len(behind) == len(tests) and diff_points < 0:
-        return f"{a} < {b}"
-    return "no measurable difference"

@@ -48,7 +48,7 @@ from training.config import AugmentConfig, TrainConfig
 from training.costs import activation_bytes, flops_per_image, interleaved_speeds, spread, step_peak_bytes
 from training.data import Split, load_split, prepare_root, to_input
 from training.engine import fit_input, input_shape, predict, score
-from training.stats import BOOTSTRAP_RESAMPLES, CONFIDENCE, mcnemar, mean_sd, paired_interval, reading
+from training.stats import CONFIDENCE, mcnemar, mean_sd, paired_interval, reading
 
 log = logging.getLogger(__name__)
 
@@ -594,8 +594,9 @@ def summarise(variant: str, runs: list[dict[str, Any]], costs: dict[str, Any]) -
 
 def compare(out: Path, a: str, b: str, runs_a: list[dict[str, Any]], runs_b: list[dict[str, Any]]) -> dict[str, Any]:
     """A against B over every seed both have run: the mean accuracy difference, McNemar's test per
-    seed, and the bootstrap interval of the difference with its reading (``training/stats.py``).
-    Without every seed's per-image records there is no interval and no reading."""
+    seed, and the interval of the difference (over seeds and test images) with its reading
+    (``training/stats.py``). Without every seed's per-image records there is no interval and no
+    reading."""
     seeds = sorted({r["seed"] for r in runs_a} & {r["seed"] for r in runs_b})
     files = {
         s: (out / "runs" / run_name(a, s) / "test_correct.npy", out / "runs" / run_name(b, s) / "test_correct.npy")
@@ -694,21 +695,22 @@ def markdown(results: dict[str, Any]) -> str:
     if results["comparisons"]:
         text += (
             f"\n| A vs B | A - B, points (seed mean) | {100 * CONFIDENCE:g}% interval, points "
-            f"({BOOTSTRAP_RESAMPLES:,} resamples of seeds and images) | McNemar p per seed (A only / B only right) "
-            "| reading |\n"
+            "(t over seeds, plus test-image noise) | McNemar p per seed (A only / B only right) | reading |\n"
         )
         text += "| --- | --- | --- | --- | --- |\n"
         for c in results["comparisons"]:
             tests = "; ".join(f"{_p_value(t['p'])} ({t['a_only']}/{t['b_only']})" for t in c["tests"])
-            text += f"| {c['a']} vs {c['b']} | {c['diff_points']:+.2f} | {_interval(c['interval_points'])} "
+            interval = _interval(c["interval_points"], len(c["tests"]))
+            text += f"| {c['a']} vs {c['b']} | {c['diff_points']:+.2f} | {interval} "
             text += f"| {tests} | {c['reading']} |\n"
     return text + _extra_tables(results["costs"])
 
 
-def _interval(interval: list[float] | None) -> str:
+def _interval(interval: list[float] | None, seeds: int) -> str:
     if interval is None:
         return "cannot be computed: no per-image records"
-    return f"{interval[0]:+.2f} to {interval[1]:+.2f}"
+    one = " (one seed: test images only, z)" if seeds == 1 else ""
+    return f"{interval[0]:+.2f} to {interval[1]:+.2f}{one}"
 
 
 def _p_value(p: float) -> str:

@@ -35,7 +35,7 @@ from training.experiments import (
     update_doc,
     variant_config,
 )
-from training.stats import mcnemar
+from training.stats import MIN_SEEDS, mcnemar
 from training.train import param_groups
 
 
@@ -284,7 +284,7 @@ def test_mcnemar_exact_p_values():
     assert mcnemar(b, a)["p"] == mcnemar(a, b)["p"]
 
 
-def test_comparisons_read_the_bootstrap_interval_and_say_when_records_are_missing(tmp_path):
+def test_comparisons_read_the_interval_and_say_when_records_are_missing(tmp_path):
     rng = np.random.default_rng(0)
     runs: dict[str, list[dict[str, float]]] = {"A": [], "B": []}
     for seed in range(3):
@@ -299,8 +299,14 @@ def test_comparisons_read_the_bootstrap_interval_and_say_when_records_are_missin
     assert 0 < low < c["diff_points"] < high and c["reading"] == "ranked: A > B"
     assert [t["seed"] for t in c["tests"]] == [0, 1, 2]
     table = markdown({"rows": [], "comparisons": [c], "costs": {}})
-    assert "95% interval, points (10,000 resamples of seeds and images)" in table
+    assert "95% interval, points (t over seeds, plus test-image noise)" in table
     assert f"| A vs B | {c['diff_points']:+.2f} | {low:+.2f} to {high:+.2f} |" in table
+    # one seed: the interval is the test images' alone, and the table says so
+    c = compare(tmp_path, "A", "B", runs["A"][:1], runs["B"][:1])
+    assert c["interval_points"] is not None and c["reading"] == f"1 of {MIN_SEEDS} seeds run: no reading yet"
+    one = markdown({"rows": [], "comparisons": [c], "costs": {}})
+    assert f"| A vs B | {c['diff_points']:+.2f} | {c['interval_points'][0]:+.2f} to " in one
+    assert "(one seed: test images only, z) |" in one
     # a seed whose per-image records are gone: no interval is made up from the others
     (tmp_path / "runs" / run_name("B", 1) / "test_correct.npy").unlink()
     c = compare(tmp_path, "A", "B", runs["A"], runs["B"])

@@ -48,7 +48,7 @@ from training.config import AugmentConfig, TrainConfig
 from training.costs import activation_bytes, flops_per_image, interleaved_speeds, spread, step_peak_bytes
 from training.data import Split, load_split, prepare_root, to_input
 from training.engine import fit_input, input_shape, predict, score
-from training.stats import mcnemar, mean_sd, verdict
+from training.stats import CONFIDENCE, mcnemar, mean_sd, paired_interval, reading
 
 log = logging.getLogger(__name__)
 
@@ -593,16 +593,26 @@ def summarise(variant: str, runs: list[dict[str, Any]], costs: dict[str, Any]) -
 
 
 def compare(out: Path, a: str, b: str, runs_a: list[dict[str, Any]], runs_b: list[dict[str, Any]]) -> dict[str, Any]:
-    """A against B: mean accuracy difference and McNemar's test for every seed both have run."""
+    """A against B over every seed both have run: the mean accuracy difference, McNemar's test per
+    seed, and the interval of the difference (over seeds and test images) with its reading
+    (``training/stats.py``). Without every seed's per-image records there is no interval and no
+    reading."""
     seeds = sorted({r["seed"] for r in runs_a} & {r["seed"] for r in runs_b})
-    tests = []
-    for seed in seeds:
-        correct_a = np.load(out / "runs" / run_name(a, seed) / "test_correct.npy")
-        correct_b = np.load(out / "runs" / run_name(b, seed) / "test_correct.npy")
-        tests.append({"seed": seed} | mcnemar(correct_a, correct_b))
+    files = {
+        s: (out / "runs" / run_name(a, s) / "test_correct.npy", out / "runs" / run_name(b, s) / "test_correct.npy")
+        for s in seeds
+    }
+    pairs = {s: (np.load(fa), np.load(fb)) for s, (fa, fb) in files.items() if fa.is_file() and fb.is_file()}
+    tests = [{"seed": s} | mcnemar(*pair) for s, pair in pairs.items()]
     acc = {r["seed"]: r["test_accuracy"] for r in runs_a}, {r["seed"]: r["test_accuracy"] for r in runs_b}
     diff = 100 * sum(acc[0][s] - acc[1][s] for s in seeds) / max(len(seeds), 1)
-    return {"a": a, "b": b, "diff_points": round(diff, 2), "tests": tests, "verdict": verdict(a, b, diff, tests)}
+    result = {"a": a, "b": b, "diff_points": round(diff, 2), "tests": tests}
+    missing = ", ".join(str(s) for s in seeds if s not in pairs)
+    if missing or not seeds:
+        why = f"no per-image records at seed {missing}" if missing else "no seed run by both"
+        return result | {"interval_points": None, "reading": f"no reading: {why}"}
+    low, high = (round(x, 2) for x in paired_interval(list(pairs.values())))
+    return result | {"interval_points": [low, high], "reading": reading(a, b, (low, high), len(seeds))}
 
 
 def write_results(out: Path, suite_name: str, budget: dict[str, Any]) -> dict[str, Any]:
@@ -683,12 +693,24 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
     if results["comparisons"]:
-        text += "\n| A vs B | A - B, points (seed mean) | McNemar p per seed (A only / B only right) | reading |\n"
-        text += "| --- | --- | --- | --- |\n"
+        text += (
+            f"\n| A vs B | A - B, points (seed mean) | {100 * CONFIDENCE:g}% interval, points "
+            "(t over seeds, plus test-image noise) | McNemar p per seed (A only / B only right) | reading |\n"
+        )
+        text += "| --- | --- | --- | --- | --- |\n"
         for c in results["comparisons"]:
             tests = "; ".join(f"{_p_value(t['p'])} ({t['a_only']}/{t['b_only']})" for t in c["tests"])
-            text += f"| {c['a']} vs {c['b']} | {c['diff_points']:+.2f} | {tests} | {c['verdict']} |\n"
+            interval = _interval(c["interval_points"], len(c["tests"]))
+            text += f"| {c['a']} vs {c['b']} | {c['diff_points']:+.2f} | {interval} "
+            text += f"| {tests} | {c['reading']} |\n"
     return text + _extra_tables(results["costs"])
+
+
+def _interval(interval: list[float] | None, seeds: int) -> str:
+    if interval is None:
+        return "cannot be computed: no per-image records"
+    one = " (one seed: test images only, z)" if seeds == 1 else ""
+    return f"{interval[0]:+.2f} to {interval[1]:+.2f}{one}"
 
 
 def _p_value(p: float) -> str:

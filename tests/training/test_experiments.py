@@ -25,6 +25,7 @@ from training.experiments import (
     _test_split,
     attention_cost,
     budget_tag,
+    compare,
     markdown,
     pretrained_route_cost,
     run_name,
@@ -34,7 +35,7 @@ from training.experiments import (
     update_doc,
     variant_config,
 )
-from training.stats import mcnemar, verdict
+from training.stats import MIN_SEEDS, mcnemar
 from training.train import param_groups
 
 
@@ -283,15 +284,34 @@ def test_mcnemar_exact_p_values():
     assert mcnemar(b, a)["p"] == mcnemar(a, b)["p"]
 
 
-def test_verdict_claims_a_difference_only_when_every_seed_agrees():
-    sig = {"p": 0.01, "a_only": 40, "b_only": 10}
-    weak = {"p": 0.2, "a_only": 30, "b_only": 22}
-    assert verdict("A", "B", 0.3, [sig, sig, sig]) == "A > B"
-    assert verdict("A", "B", 0.3, [sig, weak, sig]) == "no measurable difference"
-    flipped = {"p": 0.01, "a_only": 10, "b_only": 40}
-    assert verdict("A", "B", -0.3, [flipped] * 3) == "A < B"
-    assert verdict("A", "B", 0.3, [sig]) == "1 of 3 seeds run: not a ranking yet"  # one seed ranks nothing
-    assert verdict("A", "B", -0.1, [sig, sig, sig]) == "no measurable difference"  # tests and means disagree
+def test_comparisons_read_the_interval_and_say_when_records_are_missing(tmp_path):
+    rng = np.random.default_rng(0)
+    runs: dict[str, list[dict[str, float]]] = {"A": [], "B": []}
+    for seed in range(3):
+        b = rng.random(2000) < 0.9
+        a = b | (rng.random(2000) < 0.5)  # A gets right every image B does, and half of the rest
+        for name, correct in (("A", a), ("B", b)):
+            (tmp_path / "runs" / run_name(name, seed)).mkdir(parents=True)
+            np.save(tmp_path / "runs" / run_name(name, seed) / "test_correct.npy", correct)
+            runs[name].append({"seed": seed, "test_accuracy": float(correct.mean())})
+    c = compare(tmp_path, "A", "B", runs["A"], runs["B"])
+    low, high = c["interval_points"]
+    assert 0 < low < c["diff_points"] < high and c["reading"] == "ranked: A > B"
+    assert [t["seed"] for t in c["tests"]] == [0, 1, 2]
+    table = markdown({"rows": [], "comparisons": [c], "costs": {}})
+    assert "95% interval, points (t over seeds, plus test-image noise)" in table
+    assert f"| A vs B | {c['diff_points']:+.2f} | {low:+.2f} to {high:+.2f} |" in table
+    # one seed: the interval is the test images' alone, and the table says so
+    c = compare(tmp_path, "A", "B", runs["A"][:1], runs["B"][:1])
+    assert c["interval_points"] is not None and c["reading"] == f"1 of {MIN_SEEDS} seeds run: no reading yet"
+    one = markdown({"rows": [], "comparisons": [c], "costs": {}})
+    assert f"| A vs B | {c['diff_points']:+.2f} | {c['interval_points'][0]:+.2f} to " in one
+    assert "(one seed: test images only, z) |" in one
+    # a seed whose per-image records are gone: no interval is made up from the others
+    (tmp_path / "runs" / run_name("B", 1) / "test_correct.npy").unlink()
+    c = compare(tmp_path, "A", "B", runs["A"], runs["B"])
+    assert c["interval_points"] is None and c["reading"] == "no reading: no per-image records at seed 1"
+    assert "| cannot be computed: no per-image records |" in markdown({"rows": [], "comparisons": [c], "costs": {}})
 
 
 def test_tables_round_the_spread_once():

@@ -124,10 +124,9 @@ def paired_interval(
     its interval is d̄ ± z * sqrt(v_test), the test images' noise alone, and the tables mark it
     "one seed".
 
-    It replaced a hierarchical bootstrap (seeds with replacement, then test images within each):
-    resampling 3 seeds only reproduces the spread among those 3, so its intervals ended near the
-    smallest and largest seed differences and could rank a pair with one seed the other way. The
-    t quantile is what pays for estimating the seeds' spread from so few.
+    Not a bootstrap over seeds: resampling 3 seeds only reproduces the spread among those 3, so its
+    intervals end near the smallest and largest seed differences and can rank a pair with one seed
+    the other way. The t quantile is what pays for estimating the seeds' spread from so few.
     """
     mean, seed_part, test_part = difference_parts(pairs)
     n = len(pairs)

@@ -8,20 +8,27 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= -r requirements/torch.txt
 HOST ?= 0.0.0.0
 PORT ?= 8000
+# Two stages of one virtual environment: serving needs only the serving dependencies (ONNX Runtime,
+# FastAPI, ...: about 250 MB, no torch); testing, training and exports add torch and the dev tools.
+SERVE_STAMP := $(VENV)/.serve-installed
 STAMP := $(VENV)/.installed
 
-.PHONY: venv serve test lint typecheck unit train evaluate trust card export lock bench docker-smoke clean
+.PHONY: venv serve test check lint typecheck unit train evaluate trust card export lock bench docker-smoke clean
 
-$(STAMP): pyproject.toml requirements/torch.txt
+$(SERVE_STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $(SERVE_STAMP)
+
+$(STAMP): $(SERVE_STAMP) requirements/torch.txt
 	$(PY) -m pip install -q $(TORCH_SPEC)
 	$(PY) -m pip install -q -e '.[train,dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)
 
-serve: venv
+serve: $(SERVE_STAMP)
 	VIT_DIGITS_HOST=$(HOST) VIT_DIGITS_PORT=$(PORT) $(PY) -m app
 
 lint: venv
@@ -35,6 +42,10 @@ unit: venv
 	$(PY) -m pytest
 
 test: lint typecheck unit
+
+# the inner loop: lint, types and the unit tests that start no server, train no model and drive no browser
+check: lint typecheck
+	$(PY) -m pytest -q -m "not slow and not browser and not docker"
 
 train: venv
 	$(PY) -m training ship --data-dir ../shared/data/mnist --output checkpoints/vit-digits.safetensors

@@ -10,7 +10,7 @@ HOST ?= 0.0.0.0
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: venv serve test lint typecheck unit train evaluate trust card export lock bench docker-smoke clean
+.PHONY: venv serve test lint typecheck unit docs train evaluate trust card export lock bench docker-smoke clean
 
 $(STAMP): pyproject.toml requirements/torch.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ unit: venv
 	$(PY) -m pytest
 
 test: lint typecheck unit
+
+# docs/SETTINGS.md's table from app/settings.py (tests/app/test_settings_doc.py fails when they differ)
+docs: venv
+	$(PY) -m app.settings_doc
 
 train: venv
 	$(PY) -m training ship --data-dir ../shared/data/mnist --output checkpoints/vit-digits.safetensors

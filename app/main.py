@@ -95,7 +95,7 @@ def _return_freed_memory() -> None:
     glibc maps allocations over a threshold on their own, but raises the threshold to the largest
     such block freed so far (up to 32 MB): after the first big picture, Pillow's 16 MB blocks come
     from the heaps, and the next ones' memory stays in the process. A fixed threshold keeps every
-    big block mapped on its own (measured with bench/hardening.py; figures in the README).
+    big block mapped on its own (measured with bench/hardening.py; figures in docs/PERFORMANCE.md).
     """
     if sys.platform.startswith("linux"):
         try:
@@ -106,16 +106,11 @@ def _return_freed_memory() -> None:
 
 def _settle_garbage_collector() -> None:
     """Once the models are loaded: freeze what lives as long as the process, collect young objects rarely."""
-    # Everything allocated so far (torch, the models, the app) lives as long as the process:
-    # moving it out of the garbage collector's generations keeps a full collection from
-    # walking it again and again, which showed up as pauses in the latency tail.
+    # What is allocated by now (the models, the app) lives as long as the process: frozen, no collection walks it.
     gc.collect()
     gc.freeze()
-    # Collections hold the GIL, pausing the event loop and the batch's post-processing. At
-    # the default threshold (700) one worker spent 229 ms of an 8 s run at concurrency 32
-    # in 1,005 collections (6 of them full); at 20,000 there were none in the same run.
-    # Three A/B runs of 6-8 alternating rounds: +9-11% req/s, p99 about 3-6 ms lower.
-    # Reference cycles are still collected, only later.
+    # A collection holds the GIL and pauses the event loop; requests allocate fast, so the youngest
+    # generation is collected rarely (figures: docs/PERFORMANCE.md). Cycles are still collected, later.
     gc.set_threshold(YOUNG_GC_THRESHOLD, *gc.get_threshold()[1:])
 
 

@@ -14,60 +14,84 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class Settings(BaseSettings):
-    """Every setting of the service; the README lists them with their environment variables."""
+    """Every setting of the service. docs/SETTINGS.md lists them, generated from these fields
+    (``python -m app.settings_doc``, ``make docs``)."""
 
     model_config = SettingsConfigDict(env_prefix="VIT_DIGITS_", env_file=".env", extra="ignore")
 
     checkpoints: Annotated[list[Path], NoDecode] = Field(
         default_factory=lambda: [ROOT / "checkpoints"],
-        description="model files and/or folders of them to serve (comma-separated): *.safetensors checkpoints "
-        "and their *.onnx exports (same stem: one model)",
+        description="model files and/or folders of them to serve (comma-separated): `*.safetensors` checkpoints "
+        "and their `*.onnx` exports (same stem: one model)",
     )
-    default_model: str | None = Field(None, description="id (file stem) of the default model; first if unset")
-    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    default_model: str | None = Field(
+        None, description="id (file stem) of the default model; unset: the first one found"
+    )
+    device: str = Field(
+        "auto",
+        description="`auto` (CUDA if torch is installed and an NVIDIA driver is loaded, else CPU) | `cpu` | `cuda` "
+        "| `cuda:N`; CUDA needs the `torch` extra and serves the checkpoint, CPU serves the ONNX export",
+    )
     half: bool = Field(False, description="fp16 weights and inputs on CUDA (ignored on CPU)")
-    # 2 workers x 1 thread measured best on 2 cores (bench/serve_load.py; README "Performance")
+    # 2 workers x 1 thread measured best on 2 cores (bench/serve_load.py; docs/PERFORMANCE.md)
     torch_threads: int = Field(
-        1, ge=0, description="intra-op threads per worker, for torch and ONNX Runtime; 0 = their default"
+        1, ge=0, description="intra-op threads per worker, for torch and ONNX Runtime; 0: their default"
     )
     max_batch_size: int = Field(32, ge=1, le=1024, description="most images in one forward pass")
     max_wait_ms: float = Field(
         0.0,
         ge=0,
         le=1000,
-        description="how long a batch waits to fill up; 0: run at once, batching what queued while the model was busy",
+        description="how long a batch waits to fill up; 0: it runs at once, batching what queued while the model "
+        "was busy",
     )
-    queue_size: int = Field(512, ge=1, description="queued images before 503 + Retry-After")
+    queue_size: int = Field(512, ge=1, description="queued images before `503 queue_full` with `Retry-After`")
     request_timeout_s: float = Field(
-        10.0, gt=0, description="per-request deadline for decoding, preprocessing and inference (504 after)"
+        10.0,
+        gt=0,
+        description="per-request deadline from the body's arrival, covering decoding, preprocessing and inference "
+        "(`504 inference_timeout` after; per image in a batch)",
     )
-    max_upload_bytes: int = Field(5_000_000, ge=1, description="request body cap, enforced as it streams in")
-    max_image_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="image size cap (width x height)")
+    max_upload_bytes: int = Field(
+        5_000_000, ge=1, description="request body cap, enforced as the body streams in (413 beyond)"
+    )
+    max_image_pixels: int = Field(
+        DEFAULT_MAX_PIXELS, ge=1, description="image size cap (width x height), checked before decoding"
+    )
     max_full_decode_pixels: int = Field(
         DEFAULT_MAX_FULL_DECODE_PIXELS,
         ge=1,
-        description="image size cap for the formats decoded at full size (all but JPEG)",
+        description="image size cap for the formats decoded at full size (all but JPEG), whose decoding cost "
+        "grows with their size",
     )
     max_concurrent_decodes: int = Field(
-        1, ge=1, description="pictures over 256x256 decoded and preprocessed at once, per worker; others wait"
+        1,
+        ge=1,
+        description="pictures over 256x256 decoded and preprocessed at once, per worker; the others wait within "
+        "their deadline (it bounds their memory)",
     )
     max_batch_files: int = Field(64, ge=1, description="most images in one /v1/predict/batch request")
     reject_non_digits: bool = Field(
         False,
-        description="default of ?reject: true answers a picture that is not a digit with 422 not_a_digit instead of "
-        "a prediction with is_digit=false",
+        description="default of `?reject`: true answers a picture that is not a digit with `422 not_a_digit` "
+        "instead of a prediction with `is_digit: false`",
     )
-    api_key: str | None = Field(None, description="if set, /v1/* requires this X-API-Key header")
+    api_key: str | None = Field(
+        None,
+        description="if set, /v1/* requires this `X-API-Key` header (401 without it; the OpenAPI document declares "
+        "it only then); set but empty is a startup error",
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="allowed CORS origins (comma-separated; * for any)"
+        default_factory=list, description="allowed CORS origins (comma-separated; `*` for any)"
     )
-    host: str = Field("127.0.0.1", description="bind address for `python -m app`")
-    port: int = Field(8000, ge=1, le=65535, description="port for `python -m app`")
+    host: str = Field("127.0.0.1", description="bind address of `python -m app` (`make serve` binds 0.0.0.0)")
+    port: int = Field(8000, ge=1, le=65535, description="port of `python -m app`")
     workers: int = Field(
         2,
         ge=1,
-        description="server processes for `python -m app`, each loading the models: 1 runs uvicorn in this process "
-        "(what a container runs); more run under gunicorn's supervisor with uvicorn workers",
+        description="server processes of `python -m app`, each loading the models and batching on its own: 1 runs "
+        "one uvicorn server in this process (what a container runs); more run under gunicorn's arbiter with "
+        "uvicorn workers; /metrics adds up over them",
     )
     worker_timeout_s: int = Field(
         30,
@@ -83,23 +107,24 @@ class Settings(BaseSettings):
     )
     on_load_failure: Literal["exit", "stay"] = Field(
         "exit",
-        description="if no model can be loaded: exit (non-zero, with the reason) or stay up, not ready (/readyz 503)",
+        description="if the models cannot be loaded: `exit` with the reason (status 1; 3 when they load before "
+        "listening, as they always do with several workers) or `stay` up, not ready (/readyz 503 with the reason)",
     )
     http: Literal["httptools", "h11"] = Field(
         "httptools",
-        description="uvicorn's HTTP parser: httptools (faster) or h11 (enforces max_header_bytes)",
+        description="uvicorn's HTTP parser: `httptools` (faster) or `h11` (enforces VIT_DIGITS_MAX_HEADER_BYTES)",
     )
     max_header_bytes: int = Field(
         64 * 1024,
         ge=1024,
-        description="with http=h11: most bytes of a request's header; 400 and the connection closes beyond "
-        "(httptools has no such limit: the load balancer in front enforces one)",
+        description="with VIT_DIGITS_HTTP=h11: most bytes of a request's header; 400 and the connection closes "
+        "beyond (httptools has no such limit: the load balancer in front enforces one)",
     )
     max_connections: int | None = Field(
         None,
         ge=1,
-        description="per process: requests arriving while this many connections are open get 503 (uvicorn's "
-        "limit_concurrency); unset: no limit",
+        description="per process: requests arriving while this many connections are open get a plain-text 503 "
+        "(uvicorn's limit_concurrency); unset: no limit",
     )
     keep_alive_s: int = Field(5, ge=1, description="idle keep-alive connections are closed after this many seconds")
     load_before_listen: bool = Field(
@@ -107,7 +132,7 @@ class Settings(BaseSettings):
         description="load and warm up the models before taking connections (always, for the workers of a "
         "multi-worker `python -m app`); false: /healthz answers while they load",
     )
-    log_level: str = Field("info", description="debug | info | warning | error")
+    log_level: str = Field("info", description="`debug` | `info` | `warning` | `error`")
 
     @field_validator("api_key")
     @classmethod

@@ -2,7 +2,7 @@
 
 The graph is made by torch's TorchScript-based exporter (``dynamo=False``): it exports our ViT
 and timm's in well under a second, and the graph it makes is the one ONNX Runtime runs fastest
-here (README, "Performance"). Before the file takes its place, it is loaded back and compared
+here (docs/PERFORMANCE.md). Before the file takes its place, it is loaded back and compared
 with the PyTorch model on several batch sizes: logits and attention maps must agree within
 :data:`TOLERANCE`.
 """

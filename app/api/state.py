@@ -2,7 +2,7 @@
 
 Plain functions the routes call rather than FastAPI dependencies, whose graph FastAPI solves on
 every request: measured as the largest single cost of a ``/v1/predict`` request on the event loop
-(README, "Performance").
+(docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations

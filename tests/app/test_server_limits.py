@@ -2,7 +2,7 @@
 connections, open connections, and a model that cannot load (in one worker and with several).
 
 What uvicorn does not bound (the time a client takes to send its header, a connection that never
-sends a byte, slow uploads) the load balancer in front bounds; see the README's Deploy section."""
+sends a byte, slow uploads) the load balancer in front bounds; see docs/DEPLOY.md."""
 
 from __future__ import annotations
 

@@ -31,8 +31,8 @@ NOT_DIGITS = {
     "noise": png_bytes(np.random.default_rng(0).integers(0, 256, (120, 120), dtype=np.uint8)),
     "symbol #": typed("#"),  # flagged since the model retrained with widened strokes (1 Dec 2026)
 }
-# Symbols are the held-out kind the verdict handles worst (74% flagged, README "Acting on an
-# answer"): this one, typed in a typeface the model never saw, are not flagged by the shipped model.
+# Symbols are the held-out kind the verdict handles worst (74% flagged, docs/TRUST.md):
+# this one, typed in a typeface the model never saw, are not flagged by the shipped model.
 # Strict: the day a model flags them, this test says so.
 SYMBOLS = {"symbol &": typed("&")}
 

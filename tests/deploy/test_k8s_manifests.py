@@ -27,8 +27,8 @@ from app.settings import Settings
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 VARIANTS = {"base": K8S / "base", "cpu": K8S / "overlays" / "cpu", "gpu": K8S / "overlays" / "gpu"}
-CHECKPOINTS_SHELL = K8S / "tools" / "checkpoints-shell.yaml"  # applied by hand (README), not by kustomize
-# The oldest Kubernetes the manifests are checked against (README, "Deploy on Kubernetes"), and the newest
+CHECKPOINTS_SHELL = K8S / "tools" / "checkpoints-shell.yaml"  # applied by hand (docs/DEPLOY.md), not by kustomize
+# The oldest Kubernetes the manifests are checked against (docs/DEPLOY.md, "Kubernetes"), and the newest
 # whose schemas kubernetes-validate bundles
 KUBERNETES_VERSIONS = ("1.25", latest_version())
 MIN_KUSTOMIZE = 4  # `patches` and folders in `resources`; kubectl >= 1.24 embeds it and prints its version

@@ -47,8 +47,8 @@ chmod 777 "$out"
 docker run --rm --read-only --tmpfs /tmp -v "$ROOT/bench:/bench:ro" -v "$ROOT/tests:/tests:ro" -v "$out:/out" vit-digits:latest \
   python /bench/lean_serving.py --modes export --runs 3 --requests 100 --app-dir /srv \
   --checkpoints /srv/checkpoints --json /out/lean.json >&2
-# The goal is 1 s; this machine measures 0.7 s, 1.3 s when the VM runs at half speed (README,
-# Performance). The check is a
+# The goal is 1 s; this machine measures 0.7 s, 1.3 s when the VM runs at half speed
+# (docs/PERFORMANCE.md). The check is a
 # guard against a return of torch-sized starts (8 s) with room for a busy CI machine.
 "$PY" - "$out/lean.json" "${COLD_START_LIMIT_S:-2.0}" <<'PYEOF'
 import json, sys

@@ -1,8 +1,8 @@
 """CPU time of the service's preprocessing per upload, beside another checkout's, side by side.
 
 For pictures as users send them (an MNIST-size PNG, a drawing on a big canvas, the same with a fine
-pen, a photographed page under uneven light, as JPEG), times ``model.preprocess.prepare_bytes`` of
-this checkout and of ``--baseline DIR`` (e.g. ``git worktree add /tmp/base <rev>``), alternating
+pen, a photographed page under uneven light, as JPEG, a tight crop of a thick soft pen), times
+``model.preprocess.prepare_bytes`` of this checkout and of ``--baseline DIR`` (e.g. ``git worktree add /tmp/base <rev>``), alternating
 the two, and prints per picture the median time of each (with the range over ``--repeat`` rounds)
 and the ratio. One core, the calling thread, as one request is preprocessed in the service.
 
@@ -50,11 +50,15 @@ def uploads(digit: np.ndarray) -> dict[str, bytes]:
     fine = 255 - np.pad(np.asarray(glyph.filter(ImageFilter.MinFilter(13))), 120)
     fall_off = 1.0 - 0.35 * np.add.outer(np.linspace(0, 1, 600), np.linspace(0, 1, 600)) / 2
     photo = Image.fromarray((canvas * 0.9 * fall_off).astype(np.uint8)).convert("RGB")
+    soft = glyph.filter(ImageFilter.MaxFilter(17)).filter(ImageFilter.GaussianBlur(12))
+    rows, cols = np.flatnonzero(np.asarray(soft).max(axis=1) > 40), np.flatnonzero(np.asarray(soft).max(axis=0) > 40)
+    tight = 255 - np.asarray(soft)[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]  # strokes touch the edges
     return {
         "MNIST digit, 28x28 PNG": encode(Image.fromarray(digit)),
         "canvas drawing, 600x600 PNG": encode(Image.fromarray(canvas.astype(np.uint8))),
         "fine pen, 600x600 PNG": encode(Image.fromarray(fine.astype(np.uint8))),
         "photographed page, 600x600 JPEG": encode(photo, "JPEG"),
+        "tight crop, thick soft pen, PNG": encode(Image.fromarray(tight.astype(np.uint8))),
     }
 
 

@@ -2,10 +2,10 @@
 
 For pictures as users send them (an MNIST-size PNG, a drawing on a big canvas, the same with a fine
 pen, a photographed page under uneven light, as JPEG, a tight crop of a thick soft pen), times
-``model.preprocess.prepare_bytes`` of this checkout and of ``--baseline DIR`` (e.g. ``git worktree add
-/tmp/base <rev>``), alternating
-the two, and prints per picture the median time of each (with the range over ``--repeat`` rounds)
-and the ratio. One core, the calling thread, as one request is preprocessed in the service.
+``model.preprocess.prepare_bytes`` of this checkout and of ``--baseline DIR`` (e.g. ``git worktree
+add /tmp/base <rev>``), alternating the two, and prints per picture the median time of each (with
+the range over ``--repeat`` rounds) and the ratio. One core, the calling thread, as one request is
+preprocessed in the service.
 
     .venv/bin/python bench/preprocess_cost.py --baseline /tmp/base
 """

@@ -86,3 +86,21 @@ def test_shipped_model_is_calibrated():
     cal = read_meta(SHIPPED).calibration
     assert cal.threshold is not None and cal.fitted, "run python -m training trust --write on the shipped model"
     assert cal.temperature != 1.0
+
+
+@pytest.mark.parametrize("staging", ["tight", "tiny", "blurred"])
+def test_shipped_model_reads_digits_as_callers_crop_them(shipped_client, mnist_root, staging):
+    # tight crops (strokes touching the edges), thumbnails of 8-16 pixels sent small or enlarged, and
+    # out-of-focus pictures: what a caller's own cropping or scanning produces
+    from training.data import load_split
+    from training.pictures import STAGINGS, stage_digit
+
+    test = load_split(mnist_root, train=False)
+    rng = np.random.default_rng([7, STAGINGS.index(staging)])
+    right = 0
+    for i in range(40):
+        buffer = io.BytesIO()
+        stage_digit(test.images[i].numpy(), rng, staging).save(buffer, "PNG")
+        r = shipped_client.post("/v1/predict", content=buffer.getvalue(), headers=PNG)
+        right += r.status_code == 200 and r.json()["digit"] == int(test.labels[i])
+    assert right >= 36, f"{staging}: {right}/40 right"

@@ -16,6 +16,9 @@ from model.rollout import attention_rollout, cls_attention
 from tests.app.conftest import png_bytes, serve
 from tests.conftest import ROOT, SHIPPED
 
+pytestmark = pytest.mark.slow  # each test starts a server process
+
+
 PNG = {"content-type": "image/png"}
 
 # Runs in a fresh interpreter, so that sys.modules says what serving imported and nothing else.

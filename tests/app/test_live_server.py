@@ -7,8 +7,12 @@ import time
 
 import httpx
 import numpy as np
+import pytest
 
 from tests.app.conftest import png_bytes
+
+pytestmark = pytest.mark.slow  # each test starts a server process
+
 
 PNG = {"content-type": "image/png"}
 

@@ -17,6 +17,9 @@ import pytest
 from tests.app.conftest import serve
 from tests.servers import run_app
 
+pytestmark = pytest.mark.slow  # each test starts a server process
+
+
 LIMITS = {
     "VIT_DIGITS_HTTP": "h11",
     "VIT_DIGITS_MAX_HEADER_BYTES": "16384",

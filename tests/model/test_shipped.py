@@ -18,6 +18,7 @@ def test_shipped_checkpoint_is_small_and_a_real_vit():
     assert len(summary["dataset_sha256"]) == 64 and summary["epochs"] >= 1
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (FULL_MNIST / "MNIST" / "raw").is_dir(), reason=f"full MNIST not at {FULL_MNIST}")
 def test_shipped_accuracy_on_fixed_mnist_test_slice(tmp_path):
     from training.data import load_split, prepare_root

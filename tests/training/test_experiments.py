@@ -56,6 +56,7 @@ def _suite_args(tmp_path, suite, *extra):
     ]
 
 
+@pytest.mark.slow
 def test_suite_runs_every_variant_per_seed_compares_them_and_resumes(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args = _suite_args(tmp_path, "posenc", "--seeds", "0", "1", "--no-costs")
@@ -195,6 +196,7 @@ def test_git_keeps_the_runs_records_in_the_default_results_folder_but_not_their_
     assert sorted(ignored.split()) == sorted(str(p) for p in checkpoints)
 
 
+@pytest.mark.slow
 def test_suite_measures_costs_once_per_variant(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(_suite_args(tmp_path, "pooling", "--seeds", "0")) == 0
@@ -221,6 +223,7 @@ def test_suite_measures_costs_once_per_variant(tmp_path, monkeypatch):
     )
 
 
+@pytest.mark.slow
 def test_position_suite_reuses_the_base_run_only_where_its_checkpoint_is_kept(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(_suite_args(tmp_path, "pooling", "--seeds", "0", "--no-costs")) == 0
@@ -322,6 +325,7 @@ def test_tables_round_the_spread_once():
     assert "| 95.44 ± 0.31 |" in table
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("clip", [0.0, 1.0])
 def test_faster_stem_control_makes_1_channel_training_equal_the_3_channel_model(clip):
     """Replicated RGB under AdamW = the 1-channel model with its stem kernel's step tripled (decay
@@ -372,6 +376,7 @@ def _tiles(t: torch.Tensor) -> set[tuple[float, ...]]:
     return {tuple(t[0, r : r + 7, c : c + 7].flatten().tolist()) for r in range(0, 28, 7) for c in range(0, 28, 7)}
 
 
+@pytest.mark.slow
 def test_interleaved_speeds_report_median_and_spread():
     models = {"small": build_model(ViTConfig(depth=1, dim=16, heads=2)), "big": build_model(ViTConfig(depth=2))}
     speeds = interleaved_speeds(models, rounds=3, train_steps=1, train_batch=8, infer_batch=8, latency_repeats=2)
@@ -385,6 +390,7 @@ def test_attention_cost_grows_with_tokens():
     assert rows[1]["explicit_ms"]["median"] > rows[0]["explicit_ms"]["median"]
 
 
+@pytest.mark.slow
 def test_every_variant_of_every_suite_builds_and_efficient_variants_cost_less():
     flops = {}
     for name, suite in SUITES.items():
@@ -418,6 +424,7 @@ def test_a_model_for_larger_images_is_fed_the_digits_upsampled():
     torch.testing.assert_close(logits, model.eval()(x))
 
 
+@pytest.mark.slow
 def test_pretrained_route_cost_is_vit_tiny_at_224_against_the_shipped_architecture():
     route = pretrained_route_cost(rounds=1)
     tiny, shipped = route["vit_tiny"], route["shipped"]

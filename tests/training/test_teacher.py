@@ -1,5 +1,6 @@
 """The CNN teacher and the distillation term of the student's loss."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -36,6 +37,7 @@ def test_soft_distillation_vanishes_when_the_student_answers_as_the_teacher():
     assert distiller.loss(x, -same, torch.tensor(2.0)) > 0.7 * 2.0  # disagreeing costs
 
 
+@pytest.mark.slow
 def test_teacher_trains_saves_and_loads_the_same_network(tmp_path):
     generator = torch.Generator().manual_seed(0)
     labels = torch.arange(64) % 2

@@ -50,6 +50,7 @@ def test_train_dry_run_writes_checkpoint_metrics_and_config(tmp_path):
     assert json.loads((run / "config.json").read_text())["model"]["dim"] == 16
 
 
+@pytest.mark.slow
 def test_train_learns_on_real_digits_and_is_reproducible(tmp_path):
     quick = ("--epochs", "5", "--lr", "1e-2", "--no-augment", "--batch-size", "32", "--dim", "32")
     a = _train(tmp_path / "a", *quick)
@@ -59,6 +60,7 @@ def test_train_learns_on_real_digits_and_is_reproducible(tmp_path):
     assert (a / "metrics.jsonl").read_text().split('"lr"')[0] == (b / "metrics.jsonl").read_text().split('"lr"')[0]
 
 
+@pytest.mark.slow
 def test_train_resume_continues_where_it_stopped(tmp_path):
     run = _train(tmp_path, "--epochs", "1")
     _train(tmp_path, "--epochs", "2", "--resume")
@@ -148,6 +150,7 @@ def test_train_two_process_distributed_run(tmp_path):
     load_checkpoint(run / "best.safetensors")
 
 
+@pytest.mark.slow
 def test_outlier_exposure_flattens_the_answer_on_non_digits(mnist_root):
     from model import build_model
     from tests.conftest import TINY
@@ -176,6 +179,7 @@ def test_outlier_exposure_flattens_the_answer_on_non_digits(mnist_root):
     assert exposed < plain - 0.05, f"top probability on non-digits: {exposed:.3f} with exposure, {plain:.3f} without"
 
 
+@pytest.mark.slow
 def test_train_from_init_with_outliers_and_typed_digits(tmp_path):
     first = _train(tmp_path / "a", "--dry-run")
     run = _train(
@@ -194,6 +198,7 @@ def test_shipped_preset_needs_the_base_model(tmp_path, capsys):
     assert exit_info.value.code == 2 and "--init" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_ship_runs_the_whole_recipe_and_leaves_a_calibrated_checkpoint(tmp_path):
     out = tmp_path / "shipped.safetensors"
     args = ["ship", "--data-dir", str(MNIST_SLICE), "--run-dir", str(tmp_path / "runs"), "--output", str(out)]
@@ -208,6 +213,7 @@ def test_ship_runs_the_whole_recipe_and_leaves_a_calibrated_checkpoint(tmp_path)
     assert load_checkpoint(tmp_path / "runs" / "base" / "best.safetensors").meta.training["recipe"]["distill"] == "hard"
 
 
+@pytest.mark.slow
 def test_ship_with_seeds_reports_the_spread_of_each_trust_figure(tmp_path, capsys):
     out, runs = tmp_path / "shipped.safetensors", tmp_path / "runs"
     args = ["ship", "--data-dir", str(MNIST_SLICE), "--run-dir", str(runs), "--output", str(out), "--seeds", "3", "4"]

@@ -128,6 +128,7 @@ def test_staged_digits_keep_their_labels_and_every_staging():
     assert max(s[0] for s in sizes) >= 96  # staged on canvases bigger than MNIST's 28 pixels
 
 
+@pytest.mark.slow
 def test_trust_command_fits_writes_and_reports(tiny_checkpoint, tmp_path, capsys):
     ckpt = tmp_path / "tiny.safetensors"
     ckpt.write_bytes(tiny_checkpoint.read_bytes())

@@ -126,7 +126,7 @@ class OipRequestInput(BaseModel):
         description="`binary_data_size`: the tensor's bytes follow the JSON header (Triton's binary extension); "
         '`content_type: "base64"`: JSON BYTES elements are base64',
     )
-    data: list[Any] | None = Field(None, description="the elements in row-major order (flat or nested), if in JSON")
+    data: list[OipParameter] | None = Field(None, description="the elements, flat, in row-major order, if in JSON")
 
 
 class OipRequestOutput(BaseModel):

@@ -23,7 +23,14 @@ from pydantic import ValidationError
 
 from app.errors import ApiError, clip
 from app.inference import AttentionResult, Prediction
-from app.schemas import OipInferRequest, OipInferResponse, OipParameters, OipRequestInput, OipResponseOutput
+from app.schemas import (
+    OipInferRequest,
+    OipInferResponse,
+    OipParameter,
+    OipParameters,
+    OipRequestInput,
+    OipResponseOutput,
+)
 
 IMAGE, INPUT, ATTENTION = "image", "input", "attention"
 OUTPUT_TYPES = {
@@ -196,8 +203,8 @@ def _bytes_elements(raw: bytes) -> list[bytes]:
 
 def _json_bytes(tensor: OipRequestInput) -> list[bytes]:
     """BYTES elements in JSON: strings, their UTF-8 bytes, or base64 with ``content_type: base64``."""
-    data = _data(tensor)
-    if not all(isinstance(item, str) for item in data):
+    data = [item for item in _data(tensor) if isinstance(item, str)]
+    if len(data) != len(_data(tensor)):
         raise bad_request(f"input {IMAGE!r}: JSON BYTES data must be a list of strings")
     content_type = (tensor.parameters or {}).get("content_type")
     if content_type is None:
@@ -229,18 +236,18 @@ def _inputs(tensor: OipRequestInput, raw: bytes | None, limits: TensorLimits) ->
     return array.astype(np.float32, copy=False).reshape(shape)
 
 
-def _json_numbers(data: list[Any]) -> np.ndarray:
-    """JSON numbers (flat or nested, not booleans) as an array."""
+def _json_numbers(data: list[OipParameter]) -> np.ndarray:
+    """JSON numbers as an array."""
     try:
         array = np.asarray(data)
-    except (ValueError, TypeError, OverflowError, RecursionError):
-        raise bad_request(f"input {INPUT!r}: data must be numbers, flat or nested evenly") from None
+    except OverflowError:  # an integer beyond 64 bits
+        raise bad_request(f"input {INPUT!r}: data must be FP32 numbers") from None
     if array.dtype.kind not in "iuf":
         raise bad_request(f"input {INPUT!r}: data must be numbers")
     return array
 
 
-def _data(tensor: OipRequestInput) -> list[Any]:
+def _data(tensor: OipRequestInput) -> list[OipParameter]:
     if tensor.data is None:
         raise bad_request(f"input {clip(tensor.name)!r} has neither data nor binary_data_size")
     return tensor.data

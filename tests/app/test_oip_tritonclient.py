@@ -3,10 +3,10 @@ JSON and binary tensors, both inputs, a batch of 64, errors, back-pressure."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
-
-import asyncio
 
 import httpx
 import numpy as np
@@ -157,10 +157,13 @@ def test_overloaded_server_answers_503_with_retry_after(tiny_checkpoint: Path, p
 
 def _concurrent_infers(base: str, pictures: list[bytes], count: int) -> list[int]:
     """Status of each of ``count`` simultaneous binary infers of ``pictures``; the Retry-After of every 503 checked."""
-    header = (
-        '{"inputs":[{"name":"image","shape":[%d],"datatype":"BYTES","parameters":{"binary_data_size":%d}}]}'
-        % (len(pictures), sum(4 + len(p) for p in pictures))
-    ).encode()
+    image = {
+        "name": "image",
+        "shape": [len(pictures)],
+        "datatype": "BYTES",
+        "parameters": {"binary_data_size": sum(4 + len(p) for p in pictures)},
+    }
+    header = json.dumps({"inputs": [image]}).encode()
     data = b"".join(len(p).to_bytes(4, "little") + p for p in pictures)
     headers = {"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"}
 

@@ -12,11 +12,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: venv serve test lint typecheck unit train evaluate trust card export lock bench docker-smoke clean
 
-$(STAMP): pyproject.toml requirements/torch.txt
+$(STAMP): pyproject.toml client/pyproject.toml requirements/torch.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_SPEC)
-	$(PY) -m pip install -q -e '.[train,dev]'
+	$(PY) -m pip install -q -e '.[train,dev]' -e './client[numpy,pillow]'
 	touch $(STAMP)
 
 venv: $(STAMP)

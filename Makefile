@@ -21,9 +21,9 @@ $(SERVE_STAMP): pyproject.toml
 	$(PY) -m pip install -q -e .
 	touch $(SERVE_STAMP)
 
-$(STAMP): $(SERVE_STAMP) requirements/torch.txt
+$(STAMP): $(SERVE_STAMP) client/pyproject.toml requirements/torch.txt
 	$(PY) -m pip install -q $(TORCH_SPEC)
-	$(PY) -m pip install -q -e '.[train,dev]'
+	$(PY) -m pip install -q -e '.[train,dev]' -e './client[numpy,pillow]'
 	touch $(STAMP)
 
 venv: $(STAMP)

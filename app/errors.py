@@ -1,4 +1,6 @@
-"""One JSON error shape for the whole API: ``{"error": {"code", "message", "request_id"}}``."""
+"""One JSON error shape for each protocol the API speaks: ``{"error": {"code", "message", "request_id"}}``
+under ``/v1`` (and everywhere else), ``{"error": "code: message"}`` under ``/v2``, as the Open Inference
+Protocol has it (the request id is in the ``X-Request-ID`` header there)."""
 
 from __future__ import annotations
 
@@ -31,6 +33,10 @@ PIPELINE_STATUS = {
     "inference_timeout": 504,
 }
 PIPELINE_HEADERS = {"queue_full": {"Retry-After": "1"}}
+# The Open Inference Protocol answers a request it cannot serve with 400, or 503 when the server cannot
+# take it now; a missed deadline is 504 there too, so that a caller's retry policy tells it from a bad input.
+OIP_PREFIX = "/v2"
+OIP_PIPELINE_STATUS = {"queue_full": 503, "inference_timeout": 504}
 
 
 class ApiError(Exception):
@@ -47,13 +53,23 @@ def clip(text: str, limit: int = 64) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
+def speaks_oip(path: str) -> bool:
+    """Whether ``path`` is one of the Open Inference Protocol's routes (``/v2``)."""
+    return path == OIP_PREFIX or path.startswith(OIP_PREFIX + "/")
+
+
+def error_body(code: str, message: str, path: str = "") -> dict[str, object]:
+    """The error in the shape of the protocol ``path`` speaks."""
+    if speaks_oip(path):
+        return {"error": f"{code}: {message}"}
     return {"error": {"code": code, "message": message, "request_id": request_id_var.get()}}
 
 
-async def send_error(send: Send, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+async def send_error(
+    send: Send, status: int, code: str, message: str, headers: dict[str, str] | None = None, path: str = ""
+) -> None:
     """The error as a raw ASGI response, for middleware that answers before the app runs."""
-    payload = json.dumps(error_body(code, message)).encode()
+    payload = json.dumps(error_body(code, message, path)).encode()
     extra = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in (headers or {}).items()]
     await send(
         {
@@ -69,8 +85,10 @@ async def send_error(send: Send, status: int, code: str, message: str, headers: 
     await send({"type": "http.response.body", "body": payload})
 
 
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(error_body(code, message), status_code=status, headers=headers)
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None, path: str = ""
+) -> JSONResponse:
+    return JSONResponse(error_body(code, message, path), status_code=status, headers=headers)
 
 
 def documented(code: str, text: str) -> dict[str, object]:
@@ -100,28 +118,54 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
 }
 
 
+OIP_ERROR_SCHEMA = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
+
+
+def oip_documented(code: str, text: str) -> dict[str, object]:
+    """An error of the Open Inference Protocol's routes as the OpenAPI schema shows it."""
+    example = {"error": f"{code}: {text}"}
+    return {"description": text, "content": {"application/json": {"schema": OIP_ERROR_SCHEMA, "example": example}}}
+
+
+OIP_NOT_READY = oip_documented("not_ready", "the models are still loading (or failed to); retry after Retry-After")
+OIP_UNAUTHORIZED = oip_documented("unauthorized", "missing or wrong X-API-Key header (only when the server has a key)")
+OIP_MODEL_NOT_FOUND = oip_documented("model_not_found", "no model 'x' (or no version 'y' of it); served: vit-digits")
+OIP_INFER_ERRORS: dict[int | str, dict[str, object]] = {
+    400: oip_documented("invalid_image", "picture 3: the image data is truncated or corrupt (or any bad request)"),
+    404: OIP_MODEL_NOT_FOUND,
+    413: oip_documented("payload_too_large", "the request body exceeds the limit of 5000000 bytes"),
+    415: oip_documented("unsupported_media_type", "send application/json or application/octet-stream"),
+    503: oip_documented("queue_full", "the server is at capacity, or not ready yet; retry after Retry-After"),
+    504: oip_documented("inference_timeout", "not answered within the deadline of 10 s"),
+}
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    """Every error leaves as the one JSON shape; nothing leaks a stack trace."""
+    """Every error leaves as the JSON shape of the protocol its path speaks; nothing leaks a stack trace."""
 
     @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message, exc.headers)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message, exc.headers, request.scope["path"])
 
     @app.exception_handler(PipelineError)
-    async def _pipeline_error(_: Request, exc: PipelineError) -> JSONResponse:
-        status = PIPELINE_STATUS.get(exc.code, 400)
-        return error_response(status, exc.code, exc.message, PIPELINE_HEADERS.get(exc.code))
+    async def _pipeline_error(request: Request, exc: PipelineError) -> JSONResponse:
+        path = request.scope["path"]
+        statuses = OIP_PIPELINE_STATUS if speaks_oip(path) else PIPELINE_STATUS
+        return error_response(statuses.get(exc.code, 400), exc.code, exc.message, PIPELINE_HEADERS.get(exc.code), path)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+        headers = getattr(exc, "headers", None)
+        return error_response(exc.status_code, code, str(exc.detail), headers, request.scope["path"])
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
-        return error_response(422, "invalid_request", f"{where}: {first.get('msg', 'invalid request')}")
+        path = request.scope["path"]
+        status = 400 if speaks_oip(path) else 422
+        return error_response(status, "invalid_request", f"{where}: {first.get('msg', 'invalid request')}", path=path)
 
     @app.exception_handler(ClientDisconnect)
     async def _client_disconnected(request: Request, _: ClientDisconnect) -> Response:
@@ -130,6 +174,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return Response(status_code=CLIENT_CLOSED)
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
-        return error_response(500, "internal_error", "an unexpected error occurred; it has been logged")
+        message = "an unexpected error occurred; it has been logged"
+        return error_response(500, "internal_error", message, path=request.scope["path"])

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app.api.routes import attention, docs, health, models, page, predict
+from app.api.routes import attention, docs, health, models, page, predict, v2
 from app.errors import install_error_handlers
 from app.metrics import Metrics
 from app.middleware import ApiKeyMiddleware, BodyLimitMiddleware, RequestContextMiddleware
@@ -135,6 +135,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (predict, attention, models):
         v1.include_router(module.router)
     app.include_router(v1)
+    app.include_router(v2.router)  # the Open Inference Protocol
     app.include_router(health.router)
     app.include_router(page.router)
     app.include_router(docs.router)

@@ -4,13 +4,14 @@ cap; the API key."""
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import time
 import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import ApiError, send_error
+from app.errors import OIP_PREFIX, ApiError, send_error, speaks_oip
 from app.logs import request_id_var
 from app.metrics import Metrics
 
@@ -23,6 +24,7 @@ SECURITY_HEADERS = [
     (b"referrer-policy", b"no-referrer"),
 ]
 DEFAULT_POLICY = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
+OIP_HEALTH = OIP_PREFIX + "/health/"
 
 
 class RequestContextMiddleware:
@@ -33,19 +35,26 @@ class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics):
         self.app, self.metrics = app, metrics
         self._known: set[str] | None = None
+        self._templates: list[tuple[re.Pattern[str], str]] = []
 
     def _route_template(self, scope: Scope) -> str:
         """A bounded route label: a documented path, ``/static/{name}``, or ``unmatched``.
 
-        The API's paths have no parameters, so the request path is the template whenever it is
-        one of them; anything else (scanners, typos) shares one label instead of growing the
-        metric's label set without bound.
+        Most of the API's paths have no parameters, so the request path is the template whenever it
+        is one of them; the Open Inference Protocol's name a model (``/v2/models/{name}/...``) and are
+        matched against their templates. Anything else (scanners, typos) shares one label instead of
+        growing the metric's label set without bound.
         """
         if self._known is None:
-            self._known = set(scope["app"].openapi()["paths"]) | {"/", "/docs", "/redoc", "/openapi.json"}
+            paths = set(scope["app"].openapi()["paths"])
+            self._templates = [(_template_pattern(p), p) for p in sorted(paths) if "{" in p]
+            self._known = {p for p in paths if "{" not in p} | {"/", "/docs", "/redoc", "/openapi.json"}
         path: str = scope["path"]
         if path in self._known:
             return path
+        for pattern, template in self._templates:
+            if pattern.fullmatch(path):
+                return template
         for prefix in ("/static/", "/docs/assets/"):
             if path.startswith(prefix):
                 return prefix + "{name}"
@@ -90,6 +99,12 @@ class RequestContextMiddleware:
             request_id_var.reset(token)
 
 
+def _template_pattern(template: str) -> re.Pattern[str]:
+    """What ``template`` (``/v2/models/{name}``) matches: any one path segment for each parameter."""
+    segments = ("[^/]+" if part.startswith("{") else re.escape(part) for part in template.split("/"))
+    return re.compile("/".join(segments))
+
+
 class BodyTooLargeError(ApiError):
     def __init__(self, limit: int):
         super().__init__(413, "payload_too_large", f"the request body exceeds the limit of {limit} bytes")
@@ -112,7 +127,7 @@ class BodyLimitMiddleware:
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             message = f"the request body exceeds the limit of {self.limit} bytes"
-            await send_error(send, 413, "payload_too_large", message, {"Connection": "close"})
+            await send_error(send, 413, "payload_too_large", message, {"Connection": "close"}, scope["path"])
             return
         received = 0
         started = False
@@ -135,11 +150,11 @@ class BodyLimitMiddleware:
             await self.app(scope, limited_receive, tracking_send)
         except BodyTooLargeError as exc:  # raised where no handler could turn it into a response
             if not started:
-                await send_error(send, 413, exc.code, exc.message, {"Connection": "close"})
+                await send_error(send, 413, exc.code, exc.message, {"Connection": "close"}, scope["path"])
 
 
 class ApiKeyMiddleware:
-    """401 ``unauthorized`` for a request under ``/v1/`` without the right ``X-API-Key`` header.
+    """401 ``unauthorized`` for a request to the API (:func:`needs_key`) without the right ``X-API-Key`` header.
 
     Installed only when the server has a key. It answers before routing, so a rejected request
     costs no parameter parsing and no body reading; CORS preflights are answered outside it.
@@ -149,9 +164,18 @@ class ApiKeyMiddleware:
         self.app, self.key = app, key.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
+        if scope["type"] == "http" and needs_key(scope["path"]):
             given = next((value for name, value in scope["headers"] if name == b"x-api-key"), b"")
             if not secrets.compare_digest(given, self.key):
-                await send_error(send, 401, "unauthorized", "missing or wrong X-API-Key header")
+                await send_error(send, 401, "unauthorized", "missing or wrong X-API-Key header", path=scope["path"])
                 return
         await self.app(scope, receive, send)
+
+
+def needs_key(path: str) -> bool:
+    """Whether a request to ``path`` needs the API key: everything under ``/v1/`` and ``/v2`` but the
+    Open Inference Protocol's health checks, which, like ``/healthz`` and ``/readyz``, an orchestrator's
+    probes call without one."""
+    if path.startswith("/v1/"):
+        return True
+    return speaks_oip(path) and not path.startswith(OIP_HEALTH)

@@ -8,10 +8,12 @@ the protocol it speaks.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import TypeVar
 
+import numpy as np
 from PIL import Image
 
 from app.batcher import MicroBatcher, QueueFullError
@@ -21,6 +23,7 @@ from model.meta import Preprocessing
 from model.preprocess import ImageError, Prepared, load_image, open_image, prepare
 
 R = TypeVar("R", bound=Prediction)
+T = TypeVar("T")
 
 # Up to this many pixels an image is preprocessed right on the event loop: for a small digit the
 # work (a few hundred microseconds) costs about what a hop to a worker thread costs. Larger
@@ -109,6 +112,67 @@ async def _classify_one(
         return exc
 
 
+async def classify_all(
+    pictures: list[bytes],
+    served: ServedModel,
+    batcher: MicroBatcher[R],
+    decoding: Decoding,
+    deadline: Deadline,
+    reject: bool,
+) -> list[tuple[Prepared, R]]:
+    """Many pictures answered together or not at all, as a protocol whose request is one tensor needs
+    (the Open Inference Protocol): each classified on its own (:func:`classify`, on ``batcher``, one of
+    ``served``'s batchers, which batches their inference together).
+
+    Raises:
+        PipelineError: ``queue_full`` if the queue has no room for all of them; else the error of the
+            first picture (in order) that gets no answer, its message naming the picture's position.
+    """
+    _ensure_room(batcher, len(pictures))
+    answers = await asyncio.gather(
+        *(classify(data, served, batcher, decoding, deadline, reject) for data in pictures), return_exceptions=True
+    )
+    return _all_answered(answers, "picture")
+
+
+async def infer_all(
+    inputs: np.ndarray, served: ServedModel, batcher: MicroBatcher[R], deadline: Deadline, reject: bool
+) -> list[R]:
+    """Model inputs that arrive preprocessed, (N, C, S, S) float32 normalised as ``served``'s metadata
+    says, each inferred on ``batcher`` (so they batch with everything else); with ``reject``, a
+    non-digit is ``not_a_digit``. All answered, or none.
+
+    Raises:
+        PipelineError: ``queue_full``, ``inference_timeout``, or ``not_a_digit`` naming the first
+            non-digit's position.
+    """
+    _ensure_room(batcher, len(inputs))
+    answers = await asyncio.gather(*(infer_input(batcher, x, deadline) for x in inputs), return_exceptions=True)
+    results = _all_answered(answers, "input")
+    if reject:
+        for index, result in enumerate(results):
+            if not result.is_digit:
+                error = not_a_digit(result, served.meta.calibration.threshold)
+                raise PipelineError(error.code, f"input {index}: {error.message}")
+    return results
+
+
+def _ensure_room(batcher: MicroBatcher[R], count: int) -> None:
+    room = batcher.room()
+    if room < count:
+        raise queue_full(QueueFullError(f"room for {room} more images"))
+
+
+def _all_answered(answers: Sequence[T | BaseException], what: str) -> list[T]:
+    """``answers`` if none is an error; else the first error, a pipeline error naming its position."""
+    for index, answer in enumerate(answers):
+        if isinstance(answer, PipelineError):
+            raise PipelineError(answer.code, f"{what} {index}: {answer.message}") from answer
+        if isinstance(answer, BaseException):
+            raise answer
+    return [answer for answer in answers if not isinstance(answer, BaseException)]
+
+
 async def preprocess(data: bytes, pre: Preprocessing, decoding: Decoding, deadline: Deadline) -> Prepared:
     """Decode and normalise ``data`` as the model was trained: on the event loop if small, else in one
     of the decoding threads, waiting for one at most until ``deadline``.
@@ -156,8 +220,17 @@ async def infer(batcher: MicroBatcher[R], prepared: Prepared, deadline: Deadline
     Raises:
         PipelineError: ``queue_full`` (back-pressure) or ``inference_timeout``.
     """
+    return await infer_input(batcher, prepared.model_input, deadline)
+
+
+async def infer_input(batcher: MicroBatcher[R], model_input: np.ndarray, deadline: Deadline) -> R:
+    """:func:`infer` for one model input (C, S, S) that needs no preprocessing.
+
+    Raises:
+        PipelineError: ``queue_full`` (back-pressure) or ``inference_timeout``.
+    """
     try:
-        return await batcher.submit(prepared.model_input, deadline.remaining())
+        return await batcher.submit(model_input, deadline.remaining())
     except QueueFullError as exc:
         raise queue_full(exc) from exc
     except TimeoutError:

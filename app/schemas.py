@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 
 class TopK(BaseModel):
@@ -106,3 +106,88 @@ class ModelOut(BaseModel):
 class ModelsOut(BaseModel):
     models: list[ModelOut]
     default: str
+
+
+# The Open Inference Protocol (KServe V2) under /v2: its request and response objects. The request's are
+# strict (no unknown field, no string for a number), so that what the OpenAPI document allows and what
+# the server accepts are one thing.
+OipParameter = StrictBool | StrictInt | StrictFloat | StrictStr  # the protocol's $parameter
+OipParameters = dict[str, OipParameter]
+STRICT = ConfigDict(extra="forbid", strict=True)
+
+
+class OipRequestInput(BaseModel):
+    model_config = STRICT
+    name: str = Field(description="`image` (BYTES [N]: encoded pictures) or `input` (FP32 [N,C,S,S]: normalised)")
+    shape: list[Annotated[int, Field(ge=0)]]
+    datatype: str = Field(examples=["BYTES"])
+    parameters: OipParameters | None = Field(
+        None,
+        description="`binary_data_size`: the tensor's bytes follow the JSON header (Triton's binary extension); "
+        '`content_type: "base64"`: JSON BYTES elements are base64',
+    )
+    data: list[OipParameter] | None = Field(None, description="the elements, flat, in row-major order, if in JSON")
+
+
+class OipRequestOutput(BaseModel):
+    model_config = STRICT
+    name: str = Field(description="probabilities, digit, is_digit, digit_score or attention")
+    parameters: OipParameters | None = Field(None, description="`binary_data: true`: the data after the JSON")
+
+
+class OipInferRequest(BaseModel):
+    model_config = STRICT
+    id: str | None = None
+    parameters: OipParameters | None = Field(
+        None,
+        description="`binary_data_output`: every output in binary; `reject`: a non-digit is an error (default: "
+        "the server's VIT_DIGITS_REJECT_NON_DIGITS); `timeout`: a deadline in microseconds, if shorter than "
+        "the server's",
+    )
+    inputs: list[OipRequestInput] = Field(min_length=1)
+    outputs: list[OipRequestOutput] | None = Field(None, description="the outputs to return; all but attention if none")
+
+
+class OipResponseOutput(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+    parameters: OipParameters | None = None
+    data: list[Any] | None = None
+
+
+class OipInferResponse(BaseModel):
+    model_name: str
+    model_version: str | None = None
+    id: str | None = None
+    outputs: list[OipResponseOutput]
+
+
+class OipTensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int] = Field(description="-1: any size (the batch)")
+    parameters: OipParameters | None = None
+
+
+class OipModelMetadata(BaseModel):
+    name: str = Field(examples=["vit-digits"])
+    versions: list[str] = Field(description="one: the first 12 hex digits of the checkpoint's sha256")
+    platform: str = Field(examples=["onnxruntime_onnx"])
+    inputs: list[OipTensorMetadata]
+    outputs: list[OipTensorMetadata]
+    parameters: OipParameters | None = None
+
+
+class OipServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class OipLive(BaseModel):
+    live: bool
+
+
+class OipReady(BaseModel):
+    ready: bool

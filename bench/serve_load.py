@@ -11,6 +11,12 @@ Runs, in one go on this machine:
      it (ONNX Runtime on CPU) with every core in one process, in images/s.
 Prints a table and the ratios the targets are stated in. Needs wrk (``apt-get install wrk``).
 
+With ``--v2``, the Open Inference Protocol's rows instead (issue 33's goals), in one run on the same
+server: ``POST /v2/models/{name}/infer`` with one picture as a binary BYTES tensor against
+``/v1/predict`` with the same picture, alternating, at each ``--concurrency``; then FP32
+[64, 1, 28, 28] binary inputs (preprocessed, so no decoding) at 4 connections, in images/s,
+alternating with the in-process ceiling.
+
 With ``--baseline DIR`` (another checkout, e.g. ``git worktree add /tmp/base main``), that checkout's
 service runs too, alternating with this one's on the same checkpoint, and the ratio of the two is
 printed: the way to check that a change costs no throughput. With ``--command``, the service is
@@ -19,7 +25,7 @@ started by another command line (``{port}`` stands for its port), e.g. uvicorn's
 connections each worker process held halfway through are printed (how evenly they share the load).
 
     .venv/bin/python bench/serve_load.py [--duration 10] [--repeat 3] [--checkpoint checkpoints/vit-digits.safetensors]
-        [--baseline DIR] [--command CMD]
+        [--baseline DIR] [--command CMD] [--v2]
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ from tests.servers import app_env, free_port, start_app  # noqa: E402
 LUA = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "{content_type}"
+{extra_headers}
 local f = io.open("{body}", "rb"); wrk.body = f:read("*all"); f:close()
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -128,16 +135,19 @@ def connections_per_process(pids: list[int], port: int) -> list[int]:
     return sorted(counts, reverse=True)
 
 
-def wrk(url: str, body: Path, content_type: str, connections: int, duration: int) -> dict[str, float]:
+def wrk(
+    url: str, body: Path, content_type: str, connections: int, duration: int, headers: dict[str, str] | None = None
+) -> dict[str, float]:
+    extra = "\n".join(f'wrk.headers["{name}"] = "{value}"' for name, value in (headers or {}).items())
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(LUA.format(body=body, content_type=content_type))
+        script.write(LUA.format(body=body, content_type=content_type, extra_headers=extra))
     run = subprocess.Popen(
         ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "10s", "-s", script.name, url],
         stdout=subprocess.PIPE,
         text=True,
     )
     time.sleep(duration / 2)
-    base = url.split("/v1/", 1)[0]
+    base = "/".join(url.split("/", 3)[:3])  # scheme://host:port
     port = int(base.rsplit(":", 1)[1])
     shares = connections_per_process(descendants(SERVERS[base]) or [SERVERS[base]], port)
     out, _ = run.communicate()
@@ -190,6 +200,82 @@ class Ceiling:
         return n / (time.perf_counter() - start)
 
 
+V2_INPUTS = 64  # FP32 inputs per /v2 request: issue 33's [64, 1, 28, 28]
+OCTETS = "application/octet-stream"
+
+
+def binary_infer(header: dict[str, object], data: bytes) -> tuple[bytes, dict[str, str]]:
+    """An infer request body in Triton's binary extension (all outputs in binary, as tritonclient asks
+    by default), and the header that says where its JSON ends."""
+    text = json.dumps({**header, "parameters": {"binary_data_output": True}}).encode()
+    return text + data, {"Inference-Header-Content-Length": str(len(text))}
+
+
+def v2_bodies(png: bytes, work: Path) -> dict[str, dict[str, str]]:
+    """/v2 request bodies written to ``work`` (one picture as BYTES; 64 preprocessed FP32 inputs), by
+    file name, with their headers."""
+    element = len(png).to_bytes(4, "little") + png
+    image = {"name": "image", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": len(element)}}
+    x = np.stack([prepare_bytes(png).model_input] * V2_INPUTS).astype("<f4")
+    pixels = {"name": "input", "shape": list(x.shape), "datatype": "FP32", "parameters": {"binary_data_size": x.nbytes}}
+    bodies = {}
+    for name, (body, headers) in {
+        "v2-picture.bin": binary_infer({"inputs": [image]}, element),
+        "v2-inputs.bin": binary_infer({"inputs": [pixels]}, x.tobytes()),
+    }.items():
+        (work / name).write_bytes(body)
+        bodies[name] = headers
+    return bodies
+
+
+def run_v2(args: argparse.Namespace, png: bytes, work: Path) -> None:
+    """Issue 33's goal rows: /v2 with one BYTES picture against /v1/predict (req/s, alternating, same
+    server), and /v2 with FP32 [64, 1, 28, 28] against the in-process ceiling (images/s)."""
+    headers = v2_bodies(png, work)
+    settings = {**dict(item.split("=", 1) for item in args.env), "VIT_DIGITS_LOG_LEVEL": "warning"}
+    port = free_port()
+    runs: dict[str, dict[int, list[dict[str, float]]]] = {"v1": {}, "v2": {}}
+    fp32_runs, ceiling_runs = [], []
+    with server(start_app(args.checkpoint, port, workers=None, **settings), port) as base:
+        v1, v2 = f"{base}/v1/predict", f"{base}/v2/models/{args.checkpoint.stem}/infer"
+        for name in headers:  # a wrong body would measure error answers
+            answer = httpx.post(v2, content=(work / name).read_bytes(), headers=headers[name], timeout=30)
+            assert answer.status_code == 200, answer.text
+        for c in args.concurrency:
+            wrk(v1, work / "digit.png", "image/png", c, 2)  # warm-up
+            wrk(v2, work / "v2-picture.bin", OCTETS, c, 2, headers["v2-picture.bin"])
+            for _ in range(args.repeat):  # alternating, so that drift in the machine hits both alike
+                runs["v1"].setdefault(c, []).append(wrk(v1, work / "digit.png", "image/png", c, args.duration))
+                picture = wrk(v2, work / "v2-picture.bin", OCTETS, c, args.duration, headers["v2-picture.bin"])
+                runs["v2"].setdefault(c, []).append(picture)
+        top = Ceiling(args.checkpoint, png, args.batch_images)
+        for _ in range(args.repeat):  # alternating too; the server sits idle while the ceiling runs
+            fp32_runs.append(wrk(v2, work / "v2-inputs.bin", OCTETS, 4, args.duration, headers["v2-inputs.bin"]))
+            ceiling_runs.append(top.measure(args.duration))
+    print(
+        f"checkpoint {args.checkpoint.name}, onnxruntime {onnxruntime.__version__}, {os.cpu_count()} CPUs, "
+        f"median of {args.repeat} runs of {args.duration} s each; settings: {' '.join(args.env) or 'defaults'}"
+    )
+    print(f"{'endpoint':<32}{'conc':>5}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
+    rows = {name: {c: median_run(rs) for c, rs in by_c.items()} for name, by_c in runs.items()}
+    labels = {"v1": "/v1/predict (PNG body)", "v2": "/v2 infer (1 BYTES picture)"}
+    for c in args.concurrency:
+        for name, label in labels.items():
+            r = rows[name][c]
+            print(f"{label:<32}{c:>5}{r['rps']:>9.0f}{r['p50']:>9.1f}{r['p99']:>9.1f}{r['errors'] + r['non2xx']:>8.0f}")
+    for c in args.concurrency:
+        ratio = rows["v2"][c]["rps"] / rows["v1"][c]["rps"]
+        print(f"ratio /v2 BYTES / /v1/predict req/s at concurrency {c}: {ratio:.2f}  (target >= 0.9)")
+    fp32 = median_run(fp32_runs)
+    fp32_ips, ceiling_ips = fp32["rps"] * V2_INPUTS, statistics.median(ceiling_runs)
+    print(
+        f"/v2 infer FP32 [{V2_INPUTS}, 1, 28, 28] binary, 4 connections: {fp32_ips:.0f} images/s, p99 "
+        f"{fp32['p99']:.1f} ms, errors {fp32['errors'] + fp32['non2xx']:.0f}"
+    )
+    print(f"in-process ceiling (model alone, all cores, batches of {args.batch_images}): {ceiling_ips:.0f} images/s")
+    print(f"ratio /v2 FP32 / ceiling: {fp32_ips / ceiling_ips:.2f}  (target >= 0.9)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, default=ROOT / "checkpoints" / "vit-digits.safetensors")
@@ -210,6 +296,7 @@ def main() -> None:
     parser.add_argument(
         "--command", help="the service's command line instead of `python -m app`; {port} stands for its port"
     )
+    parser.add_argument("--v2", action="store_true", help="the Open Inference Protocol's rows against /v1's instead")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install wrk")
@@ -225,6 +312,9 @@ def main() -> None:
     (work / "digit.png").write_bytes(png)
     batch_body, batch_type = multipart_body(png, args.batch_images)
     (work / "batch.bin").write_bytes(batch_body)
+    if args.v2:
+        run_v2(args, png, work)
+        return
     python = sys.executable
     port = free_port()
     settings = {**dict(item.split("=", 1) for item in args.env), "VIT_DIGITS_LOG_LEVEL": "warning"}

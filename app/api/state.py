@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from fastapi import Request
 
-from app.errors import ApiError
+from app.api.oip import model_version
+from app.errors import ApiError, clip
 from app.pipeline import Decoding
 from app.registry import Registry, ServedModel
 from app.settings import Settings
@@ -41,3 +42,16 @@ def decoding_of(request: Request) -> Decoding:
     """How this server decodes uploads: its size caps and decoding threads."""
     decoding: Decoding = request.app.state.decoding
     return decoding
+
+
+def oip_model_of(request: Request, name: str, version: str | None) -> ServedModel:
+    """The model a ``/v2`` path names (its id; there is no default), at ``version`` if the path gives one;
+    404 ``model_not_found`` for any other."""
+    registry = registry_of(request)
+    served = registry.models.get(name)
+    if served is None:
+        raise ApiError(404, "model_not_found", f"no model {clip(name)!r}; served: {', '.join(registry.models)}")
+    if version is not None and version != model_version(served):
+        message = f"model {served.id!r} has no version {clip(version)!r}; served: {model_version(served)}"
+        raise ApiError(404, "model_not_found", message)
+    return served

@@ -48,6 +48,7 @@ from training.config import AugmentConfig, TrainConfig
 from training.costs import activation_bytes, flops_per_image, interleaved_speeds, spread, step_peak_bytes
 from training.data import Split, load_split, prepare_root, to_input
 from training.engine import fit_input, input_shape, predict, score
+from training.markdown import table
 from training.stats import CONFIDENCE, mcnemar, mean_sd, paired_interval, reading
 
 log = logging.getLogger(__name__)
@@ -675,35 +676,42 @@ def markdown(results: dict[str, Any]) -> str:
     head = ["variant", "seeds", "tokens", "params", "MFLOPs/img", "test acc %", "test loss", "val loss"]
     head += ["shuffled acc %"] if shuffled else []
     head += ["train img/s", "latency ms", "infer img/s", "saved activations MB/128", "step peak MB/64"]
-    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-    for r in rows:
-        cells = [
-            r["variant"],
-            str(len(r["seeds"])),
-            str(r.get("tokens", "")),
-            f"{r['parameters']:,}" if "parameters" in r else "",
-            str(r.get("mflops_per_image", "")),
-            _mean_sd(r.get("test_accuracy"), 100),
-            _mean_sd(r.get("test_loss"), 1, 3),
-            _mean_sd(r.get("val_loss"), 1, 3),
-        ]
-        cells += [_mean_sd(r.get("shuffled_patch_accuracy"), 100)] if shuffled else []
-        cells += [_speed(r.get(k)) for k in ("train_images_per_s", "latency_ms", "images_per_s")]
-        cells += [str(r.get("activation_mb_per_128", "")), str(r.get("step_peak_mb_per_64", ""))]
-        lines.append("| " + " | ".join(cells) + " |")
-    text = "\n".join(lines) + "\n"
+    text = table(head, [_variant_cells(r, shuffled) for r in rows])
     if results["comparisons"]:
-        text += (
-            f"\n| A vs B | A - B, points (seed mean) | {100 * CONFIDENCE:g}% interval, points "
-            "(t over seeds, plus test-image noise) | McNemar p per seed (A only / B only right) | reading |\n"
-        )
-        text += "| --- | --- | --- | --- | --- |\n"
-        for c in results["comparisons"]:
-            tests = "; ".join(f"{_p_value(t['p'])} ({t['a_only']}/{t['b_only']})" for t in c["tests"])
-            interval = _interval(c["interval_points"], len(c["tests"]))
-            text += f"| {c['a']} vs {c['b']} | {c['diff_points']:+.2f} | {interval} "
-            text += f"| {tests} | {c['reading']} |\n"
+        head = [
+            "A vs B",
+            "A - B, points (seed mean)",
+            f"{100 * CONFIDENCE:g}% interval, points (t over seeds, plus test-image noise)",
+            "McNemar p per seed (A only / B only right)",
+            "reading",
+        ]
+        text += "\n" + table(head, [_comparison_cells(c) for c in results["comparisons"]])
     return text + _extra_tables(results["costs"])
+
+
+def _variant_cells(r: dict[str, Any], shuffled: bool) -> list[str]:
+    """One variant's row of the suite's table (``shuffled``: with the shuffled-patches column)."""
+    cells = [
+        r["variant"],
+        str(len(r["seeds"])),
+        str(r.get("tokens", "")),
+        f"{r['parameters']:,}" if "parameters" in r else "",
+        str(r.get("mflops_per_image", "")),
+        _mean_sd(r.get("test_accuracy"), 100),
+        _mean_sd(r.get("test_loss"), 1, 3),
+        _mean_sd(r.get("val_loss"), 1, 3),
+    ]
+    cells += [_mean_sd(r.get("shuffled_patch_accuracy"), 100)] if shuffled else []
+    cells += [_speed(r.get(k)) for k in ("train_images_per_s", "latency_ms", "images_per_s")]
+    cells += [str(r.get("activation_mb_per_128", "")), str(r.get("step_peak_mb_per_64", ""))]
+    return cells
+
+
+def _comparison_cells(c: dict[str, Any]) -> list[str]:
+    """One paired comparison's row: the difference, its interval, McNemar per seed, the reading."""
+    tests = "; ".join(f"{_p_value(t['p'])} ({t['a_only']}/{t['b_only']})" for t in c["tests"])
+    interval = _interval(c["interval_points"], len(c["tests"]))
+    return [f"{c['a']} vs {c['b']}", f"{c['diff_points']:+.2f}", interval, tests, c["reading"]]
 
 
 def _interval(interval: list[float] | None, seeds: int) -> str:
@@ -722,19 +730,34 @@ def _extra_tables(costs: dict[str, Any]) -> str:
     text = ""
     if "attention_cost" in costs:
         text += "\nAttention alone, one forward, batch 8, 4 heads of 16 dims (ms, median (min-max) of rounds):\n\n"
-        text += "| tokens | fused SDPA ms | explicit softmax ms | explicit / fused |\n| --- | --- | --- | --- |\n"
-        for r in costs["attention_cost"]:
-            ratio = r["explicit_ms"]["median"] / r["fused_ms"]["median"]
-            text += f"| {r['tokens']} | {_speed(r['fused_ms'])} | {_speed(r['explicit_ms'])} | {ratio:.1f} |\n"
+        text += table(
+            ["tokens", "fused SDPA ms", "explicit softmax ms", "explicit / fused"],
+            [
+                [
+                    str(r["tokens"]),
+                    _speed(r["fused_ms"]),
+                    _speed(r["explicit_ms"]),
+                    f"{r['explicit_ms']['median'] / r['fused_ms']['median']:.1f}",
+                ]
+                for r in costs["attention_cost"]
+            ],
+        )
     if "pretrained_route" in costs:
         text += "\nThe pretrained route against the shipped architecture (inference, interleaved rounds):\n\n"
-        text += "| model | input | params | MFLOPs/img | latency ms | infer img/s (batch 16) |\n"
-        text += "| --- | --- | --- | --- | --- | --- |\n"
-        for name, r in costs["pretrained_route"].items():
-            text += (
-                f"| {name} | {r['input']} | {r['parameters']:,} | {r['mflops_per_image']} | "
-                f"{_speed(r['latency_ms'])} | {_speed(r['images_per_s'])} |\n"
-            )
+        text += table(
+            ["model", "input", "params", "MFLOPs/img", "latency ms", "infer img/s (batch 16)"],
+            [
+                [
+                    name,
+                    r["input"],
+                    f"{r['parameters']:,}",
+                    str(r["mflops_per_image"]),
+                    _speed(r["latency_ms"]),
+                    _speed(r["images_per_s"]),
+                ]
+                for name, r in costs["pretrained_route"].items()
+            ],
+        )
     return text
 
 

@@ -31,6 +31,7 @@ from model.checkpoint import LoadedCheckpoint, load_checkpoint, save_checkpoint
 from training.data import Split, load_split, prepare_root, train_val_split
 from training.engine import predict
 from training.export import export_next_to
+from training.markdown import table
 from training.pictures import (
     COMMON_SYMBOLS,
     FIT_STAGINGS,
@@ -433,75 +434,102 @@ def run_trust(args: argparse.Namespace) -> dict[str, Any]:
 
 def markdown(report: dict[str, Any]) -> str:
     """The trust figures as Markdown tables (for the model card and the README)."""
-    cal, test, staged = report["calibration"], report["mnist_test"], report["staged_test"]
+    cal, staged = report["calibration"], report["staged_test"]
     held, train_kinds = report["nondigits_held_out"], report["nondigits_training_kinds"]
-    pct = lambda v: f"{100 * v:.2f}%"  # noqa: E731
-    lines = [
+    blocks = [
         f"Calibration: temperature {cal['temperature']:.4f}; not-a-digit score `{cal['score']}`, "
-        f"threshold {cal['threshold']:.4f} (is_digit = score >= threshold).",
-        "",
-        "| measure | value |",
-        "| --- | --- |",
-        f"| MNIST test accuracy | {pct(test['accuracy'])} |",
-        f"| expected calibration error, MNIST test (15 bins) | {test['ece']:.4f} "
-        f"(uncalibrated {test['ece_before']:.4f}) |",
-        f"| expected calibration error, staged test digits | {staged['ece']:.4f} "
-        f"(uncalibrated {staged['ece_before']:.4f}) |",
-        f"| accuracy on staged test digits | {pct(staged['accuracy']['all'])} |",
-        f"| real digits flagged not-a-digit: MNIST test | {pct(test['flagged'])} |",
-        f"| real digits flagged not-a-digit: staged test digits | {pct(staged['flagged']['all']['flagged'])} |",
-        f"| non-digits flagged, held-out kinds | {pct(held['all']['flagged'])} ({held['all']['n']} pictures) |",
-        f"| non-digits flagged, training kinds (new draws) | {pct(train_kinds['all']['flagged'])} |",
-        f"| AUROC digits vs non-digits, held-out kinds | {report['auroc_held_out']['all']:.4f} |",
-        *(
-            [f"| common symbols ({COMMON_SYMBOLS}) flagged | {pct(report['common_symbols']['flagged'])} |"]
-            if "common_symbols" in report
-            else []
+        f"threshold {cal['threshold']:.4f} (is_digit = score >= threshold).\n",
+        table(["measure", "value"], _measures(report)),
+        table(
+            ["held-out kind", "flagged", "AUROC"],
+            [[k, _pct(v["flagged"]), f"{report['auroc_held_out'][k]:.4f}"] for k, v in held.items() if k != "all"],
         ),
-        "",
-        "| held-out kind | flagged | AUROC |",
-        "| --- | --- | --- |",
-        *[f"| {k} | {pct(v['flagged'])} | {report['auroc_held_out'][k]:.4f} |" for k, v in held.items() if k != "all"],
-        "",
-        "| training kind (new draws) | flagged |",
-        "| --- | --- |",
-        *[f"| {k} | {pct(v['flagged'])} |" for k, v in train_kinds.items() if k != "all"],
-        "",
-        "| staged digits | accuracy | flagged | threshold fitted on it |",
-        "| --- | --- | --- | --- |",
-        *[
-            f"| {k} | {pct(staged['accuracy'][k])} | {pct(staged['flagged'][k]['flagged'])} | "
-            f"{'no (held out)' if k in HELD_OUT_STAGINGS else 'yes' if k in FIT_STAGINGS else 'no'} |"
-            for k in staged["accuracy"]
-            if k != "all"
-        ],
-        "",
-        "| score (own threshold, as above) | AUROC held-out | held-out flagged | test digits flagged |",
-        "| --- | --- | --- | --- |",
-    ]
-    for name, rep in [("this model", report), *report.get("compared", {}).items()]:
-        for score, a in rep["alternatives"].items():
-            lines.append(
-                f"| {name}: `{score}` | {a['auroc_held_out']:.4f} | {pct(a['held_out_flagged'])} | "
-                f"{pct(a['test_digits_flagged'])} |"
-            )
-    lines += [
-        "",
-        f"Other thresholds on `{cal['score']}` (the service's flags {pct(DIGIT_FLAG_RATE)} of the validation digits):",
-        "",
-        "| validation digits flagged | threshold | MNIST test flagged | staged test flagged | held-out kinds flagged |",
-        "| --- | --- | --- | --- | --- |",
-        *[
-            f"| {pct(o['validation_digits_flagged'])} | {o['threshold']:.4f} | {pct(o['mnist_test_flagged'])} | "
-            f"{pct(o['staged_test_flagged'])} | {pct(o['held_out_flagged'])} |"
-            for o in report.get("operating_points", [])
-        ],
+        table(
+            ["training kind (new draws)", "flagged"],
+            [[k, _pct(v["flagged"])] for k, v in train_kinds.items() if k != "all"],
+        ),
+        table(
+            ["staged digits", "accuracy", "flagged", "threshold fitted on it"],
+            [
+                [
+                    k,
+                    _pct(staged["accuracy"][k]),
+                    _pct(staged["flagged"][k]["flagged"]),
+                    "no (held out)" if k in HELD_OUT_STAGINGS else "yes" if k in FIT_STAGINGS else "no",
+                ]
+                for k in staged["accuracy"]
+                if k != "all"
+            ],
+        ),
+        table(
+            ["score (own threshold, as above)", "AUROC held-out", "held-out flagged", "test digits flagged"],
+            [
+                [
+                    f"{name}: `{score}`",
+                    f"{a['auroc_held_out']:.4f}",
+                    _pct(a["held_out_flagged"]),
+                    _pct(a["test_digits_flagged"]),
+                ]
+                for name, rep in [("this model", report), *report.get("compared", {}).items()]
+                for score, a in rep["alternatives"].items()
+            ],
+        ),
+        f"Other thresholds on `{cal['score']}` (the service's flags {_pct(DIGIT_FLAG_RATE)} of the validation "
+        "digits):\n",
+        table(
+            [
+                "validation digits flagged",
+                "threshold",
+                "MNIST test flagged",
+                "staged test flagged",
+                "held-out kinds flagged",
+            ],
+            [
+                [
+                    _pct(o["validation_digits_flagged"]),
+                    f"{o['threshold']:.4f}",
+                    _pct(o["mnist_test_flagged"]),
+                    _pct(o["staged_test_flagged"]),
+                    _pct(o["held_out_flagged"]),
+                ]
+                for o in report.get("operating_points", [])
+            ],
+        ),
     ]
     if best := report.get("best_possible"):
-        lines += [
-            "",
+        blocks.append(
             f"A bound, picked on the test sets themselves: the highest threshold that flags at most "
-            f"{pct(best['digits_flagged_at_most'])} of the MNIST and of the staged test digits "
-            f"({best['threshold']:.4f}) flags {pct(best['held_out_flagged'])} of the held-out kinds.",
-        ]
-    return "\n".join(lines) + "\n"
+            f"{_pct(best['digits_flagged_at_most'])} of the MNIST and of the staged test digits "
+            f"({best['threshold']:.4f}) flags {_pct(best['held_out_flagged'])} of the held-out kinds.\n"
+        )
+    return "\n".join(blocks)
+
+
+def _measures(report: dict[str, Any]) -> list[list[str]]:
+    """The rows of the report's first table: one figure each."""
+    test, staged = report["mnist_test"], report["staged_test"]
+    held, train_kinds = report["nondigits_held_out"], report["nondigits_training_kinds"]
+    rows = [
+        ["MNIST test accuracy", _pct(test["accuracy"])],
+        [
+            f"expected calibration error, MNIST test ({BINS} bins)",
+            f"{test['ece']:.4f} (uncalibrated {test['ece_before']:.4f})",
+        ],
+        [
+            "expected calibration error, staged test digits",
+            f"{staged['ece']:.4f} (uncalibrated {staged['ece_before']:.4f})",
+        ],
+        ["accuracy on staged test digits", _pct(staged["accuracy"]["all"])],
+        ["real digits flagged not-a-digit: MNIST test", _pct(test["flagged"])],
+        ["real digits flagged not-a-digit: staged test digits", _pct(staged["flagged"]["all"]["flagged"])],
+        ["non-digits flagged, held-out kinds", f"{_pct(held['all']['flagged'])} ({held['all']['n']} pictures)"],
+        ["non-digits flagged, training kinds (new draws)", _pct(train_kinds["all"]["flagged"])],
+        ["AUROC digits vs non-digits, held-out kinds", f"{report['auroc_held_out']['all']:.4f}"],
+    ]
+    if "common_symbols" in report:
+        rows.append([f"common symbols ({COMMON_SYMBOLS}) flagged", _pct(report["common_symbols"]["flagged"])])
+    return rows
+
+
+def _pct(share: float) -> str:
+    return f"{100 * share:.2f}%"

@@ -15,27 +15,13 @@ from model.config import ConfigError
 from tests.conftest import MNIST_SLICE
 from training.cli import main
 from training.config import TrainConfig
-from training.costs import flops_per_image, interleaved_speeds, vit_flops
+from training.costs import attention_cost, flops_per_image, interleaved_speeds, pretrained_route_cost, vit_flops
 from training.data import Split, to_input
 from training.engine import fit_input, input_shape, predict
-from training.experiments import (
-    BASE,
-    RESULTS_DIR,
-    SUITES,
-    _test_split,
-    attention_cost,
-    budget_tag,
-    compare,
-    markdown,
-    pretrained_route_cost,
-    run_name,
-    shuffle_patches,
-    shuffled_accuracy,
-    summarise,
-    update_doc,
-    variant_config,
-)
+from training.reports import compare, markdown, summarise, update_doc
+from training.runs import RESULTS_DIR, budget_tag, scoring_set, shuffle_patches, shuffled_accuracy
 from training.stats import MIN_SEEDS, mcnemar
+from training.suites import BASE, SUITES, run_name, variant_config
 from training.train import param_groups
 
 
@@ -235,7 +221,7 @@ def test_position_suite_reuses_the_base_run_only_where_its_checkpoint_is_kept(tm
     assert reused["same_as"] == str(base) and not (learned / "best.safetensors").exists()
     assert reused["test_accuracy"] == json.loads((base / "result.json").read_text())["test_accuracy"]
     network = load_checkpoint(base / "best.safetensors").model
-    test = _test_split(MNIST_SLICE, 300)
+    test = scoring_set(MNIST_SLICE, 300)
     assert reused["shuffled_patch_accuracy"] == round(
         shuffled_accuracy(network, test, torch.device("cpu"), BASE.model.patch_size), 5
     )

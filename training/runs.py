@@ -120,7 +120,7 @@ def find_same_run(out_dir: Path, cfg: TrainConfig, test_images: int, checkpoint:
             continue
         if checkpoint and ("same_as" in result or not (run_dir / "best.safetensors").is_file()):
             continue
-        if run_key(_config_from_dict(json.loads((run_dir / "config.json").read_text()))) == key:
+        if run_key(recorded_config(run_dir)) == key:
             return run_dir
     return None
 
@@ -144,8 +144,9 @@ def reuse_run(same: Path, cfg: TrainConfig, test: Split, shuffled: bool) -> dict
     return result
 
 
-def _config_from_dict(data: dict[str, Any]) -> TrainConfig:
-    data = dict(data)
+def recorded_config(run_dir: Path) -> TrainConfig:
+    """The training config a run's ``config.json`` records; fields it predates take their defaults."""
+    data = json.loads((run_dir / "config.json").read_text())
     data["model"] = ViTConfig.from_dict(data["model"])
     data["augment"] = AugmentConfig(**data["augment"])
     for key in ("data_dir", "run_dir", "output", "init"):
@@ -171,7 +172,7 @@ def run_variant(cfg: TrainConfig, test: Split, shuffled: bool = False) -> dict[s
     run_path = cfg.run_path
     resume = (run_path / "last.state.safetensors").is_file() and (run_path / "metrics.jsonl").is_file()
     if (run_path / "config.json").is_file():
-        earlier = run_key(_config_from_dict(json.loads((run_path / "config.json").read_text())))
+        earlier = run_key(recorded_config(run_path))
         if earlier != run_key(cfg):  # another budget or variant ran here before: keep it, start afresh
             stale = run_path.with_name(f"{run_path.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
             log.warning("%s was run with another config; moved to %s", run_path, stale)

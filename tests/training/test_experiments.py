@@ -1,4 +1,5 @@
 import csv
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -19,7 +20,15 @@ from training.costs import attention_cost, flops_per_image, interleaved_speeds, 
 from training.data import Split, to_input
 from training.engine import fit_input, input_shape, predict
 from training.reports import compare, markdown, summarise, update_doc
-from training.runs import RESULTS_DIR, budget_tag, scoring_set, shuffle_patches, shuffled_accuracy
+from training.runs import (
+    RESULTS_DIR,
+    budget_tag,
+    recorded_config,
+    run_key,
+    scoring_set,
+    shuffle_patches,
+    shuffled_accuracy,
+)
 from training.stats import MIN_SEEDS, mcnemar
 from training.suites import BASE, SUITES, run_name, variant_config
 from training.train import param_groups
@@ -179,6 +188,26 @@ def test_git_keeps_the_runs_records_in_the_default_results_folder_but_not_their_
     paths = [str(p) for p in record + checkpoints]
     ignored = subprocess.run(["git", "check-ignore", *paths], cwd=root, capture_output=True, text=True).stdout
     assert sorted(ignored.split()) == sorted(str(p) for p in checkpoints)
+
+
+def test_every_committed_run_record_is_still_its_variants_config():
+    """A committed run is its variant's run while its recorded config (fields it predates at their
+    defaults) is the variant's config: BASE with the variant's overrides and the budget. A change to
+    BASE, or to a TrainConfig default that BASE inherits, would fail here rather than silently make
+    the committed records another config's."""
+    root = Path(__file__).resolve().parents[2]
+    checked = 0
+    for name, suite in SUITES.items():
+        for budget in (dict(suite.budget), dict(suite.budget) | {"epochs": 10}):
+            out = root / RESULTS_DIR / (name + budget_tag(budget, suite.budget))
+            base = dataclasses.replace(BASE, run_dir=out / "runs", **budget)
+            for variant, overrides in suite.variants.items():
+                for seed in range(5):
+                    cfg = variant_config(base, variant, overrides, seed)
+                    if (cfg.run_path / "result.json").is_file():
+                        assert run_key(recorded_config(cfg.run_path)) == run_key(cfg), cfg.run_path
+                        checked += 1
+    assert checked > 100
 
 
 def test_suite_measures_costs_once_per_variant(tmp_path, monkeypatch):

@@ -6,62 +6,99 @@ import argparse
 import dataclasses
 import logging
 import sys
+import types
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from model.config import ConfigError
+from model.config import ConfigError, ViTConfig
 from training.config import PRESETS, AugmentConfig, TrainConfig
 
 log = logging.getLogger("training")
 
-# flag -> (section, field); section "" is TrainConfig itself
-_MODEL_FLAGS = (
-    "patch_size",
-    "dim",
-    "depth",
-    "heads",
-    "mlp_ratio",
-    "dropout",
-    "attn_dropout",
-    "drop_path",
-    "pos_embed",
-    "pool",
-    "stem",
-    "impl",
-    "in_chans",
-)
-_AUGMENT_FLAGS = ("rotate", "translate", "scale", "shear")
-_TRAIN_FLAGS = (
-    "epochs",
-    "batch_size",
-    "lr",
-    "min_lr",
-    "weight_decay",
-    "warmup_epochs",
-    "label_smoothing",
-    "ema_decay",
-    "grad_clip",
-    "val_size",
-    "seed",
-    "limit",
-    "device",
-    "amp",
-    "threads",
-    "data_dir",
-    "run_dir",
-    "name",
-    "output",
-    "init",
-    "outlier_weight",
-    "outliers_per_kind",
-    "typed_digits",
-    "staged_digits",
-    "distill",
-    "distill_alpha",
-    "distill_tau",
-    "teacher",
-)
+# The train command's config flags are made from the fields of TrainConfig, ViTConfig and
+# AugmentConfig, so that no field lacks its flag and no flag outlives its field: --<field> (dashes
+# for underscores), typed by the field's annotation (a Literal gives the choices, a bool field off
+# by default gives --<field>, one on by default --no-<field>), with its help below. A flag left out
+# is None and keeps the preset's value.
+_NOT_FLAGS = {
+    "model": "a section: its fields (ViTConfig's) are flags",
+    "augment": "a section: its fields (AugmentConfig's) are flags",
+    "num_classes": "the data is MNIST: ten classes, which no flag can change",
+}
+_HELP: dict[str, str] = {
+    # TrainConfig
+    "epochs": "epochs to train",
+    "batch_size": "global batch size",
+    "lr": "peak learning rate",
+    "min_lr": "learning rate at the end of the cosine decay",
+    "weight_decay": "AdamW weight decay",
+    "warmup_epochs": "epochs of linear warmup",
+    "label_smoothing": "label smoothing of the digits' cross-entropy",
+    "ema_decay": "0 disables the EMA of weights",
+    "grad_clip": "max gradient norm; 0 disables",
+    "val_size": "training images held out for model selection",
+    "seed": "seed of the split, the initialisation and the batches",
+    "limit": "use only the first N training images",
+    "dry_run": "a few batches of one epoch",
+    "device": "auto | cpu | cuda | cuda:N",
+    "amp": "mixed precision on CUDA (auto: bf16 where supported)",
+    "threads": "torch CPU threads (0: default)",
+    "data_dir": "MNIST root or folder with the .gz files (default: data)",
+    "download": "download MNIST into --data-dir if missing",
+    "run_dir": "where runs go (default: runs)",
+    "name": "run name: outputs go to <run-dir>/<name>/",
+    "output": "also copy the best checkpoint here",
+    "init": "start from this checkpoint's weights (same model config)",
+    "outlier_weight": "weight of the uniform-target loss on non-digits; 0: off",
+    "outliers_per_kind": "non-digit pictures drawn per training kind",
+    "typed_digits": "typed digits added to the training digits",
+    "staged_digits": "training digits staged as callers send them, added to them",
+    "stem_lr_scale": "learning-rate factor of the linear patch embedding's kernel (its decay divided by it)",
+    "export": "do not write the ONNX serving export next to the best checkpoint",
+    "distill": "soft: KL at --distill-tau; hard: top class",
+    "distill_alpha": "the teacher's share of the digits' loss",
+    "distill_tau": "temperature of soft distillation",
+    "teacher": "the teacher's weights (written by the ship command)",
+    # ViTConfig
+    "image_size": "side of the image the model takes; the 28x28 digits are resized to it",
+    "patch_size": "side of a square patch; must divide --image-size",
+    "in_chans": "input channels: 1 grayscale, 3 the digit replicated to RGB",
+    "dim": "token width",
+    "depth": "transformer blocks",
+    "heads": "attention heads per block; must divide --dim",
+    "mlp_ratio": "hidden width of each block's MLP, as a multiple of --dim",
+    "dropout": "dropout after the embedding, in the MLP and after attention's projection",
+    "attn_dropout": "dropout on the attention probabilities",
+    "drop_path": "stochastic-depth rate of the last block",
+    "pos_embed": "position code",
+    "pool": "cls: the class token; mean: the mean of the patch tokens",
+    "stem": "linear patch embedding or a conv stem (power-of-two patch size)",
+    "impl": "this package's ViT or timm's",
+    "attention": "token mixer of every block (all but full need --impl ours --pool mean)",
+    "window": "side of the attention window in patches (--attention window)",
+    "kv_pool": "keys and values averaged over N x N patches (--attention kvpool)",
+    # AugmentConfig
+    "rotate": "max rotation in degrees",
+    "translate": "max shift as a fraction of the side",
+    "scale": "max zoom change",
+    "shear": "max shear in degrees",
+}
+_CHOICES: dict[str, tuple[Any, ...]] = {"in_chans": (1, 3)}  # fields whose values the annotation does not list
+_OUTLIERS = "not-a-digit training (outlier exposure, see training/pictures.py)"
+_DISTILL = "distillation from a CNN teacher (see training/teacher.py)"
+# TrainConfig's fields outside the "training" group
+_GROUP = {
+    "outlier_weight": _OUTLIERS,
+    "outliers_per_kind": _OUTLIERS,
+    "typed_digits": _OUTLIERS,
+    "staged_digits": _OUTLIERS,
+    "distill": _DISTILL,
+    "distill_alpha": _DISTILL,
+    "distill_tau": _DISTILL,
+    "teacher": _DISTILL,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,59 +129,42 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), default="default", help="named recipe (default: %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue runs/<name> from its last epoch")
-    p.add_argument("--dry-run", action="store_true", help="a few batches of one epoch")
-    p.add_argument("--download", action="store_true", help="download MNIST into --data-dir if missing")
-    g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=int)
-    g.add_argument("--batch-size", type=int, help="global batch size")
-    g.add_argument("--lr", type=float, help="peak learning rate")
-    g.add_argument("--min-lr", type=float)
-    g.add_argument("--weight-decay", type=float)
-    g.add_argument("--warmup-epochs", type=float)
-    g.add_argument("--label-smoothing", type=float)
-    g.add_argument("--ema-decay", type=float, help="0 disables the EMA of weights")
-    g.add_argument("--grad-clip", type=float)
-    g.add_argument("--val-size", type=int)
-    g.add_argument("--seed", type=int)
-    g.add_argument("--limit", type=int, help="use only the first N training images")
-    g.add_argument("--device", help="auto | cpu | cuda | cuda:N")
-    g.add_argument("--amp", choices=("auto", "none", "bf16", "fp16"))
-    g.add_argument("--threads", type=int, help="torch CPU threads (0: default)")
-    g.add_argument("--data-dir", type=Path, help="MNIST root or folder with the .gz files (default: data)")
-    g.add_argument("--run-dir", type=Path)
-    g.add_argument("--name", help="run name: outputs go to <run-dir>/<name>/")
-    g.add_argument("--output", type=Path, help="also copy the best checkpoint here")
-    g.add_argument("--init", type=Path, help="start from this checkpoint's weights (same model config)")
-    o = p.add_argument_group("not-a-digit training (outlier exposure, see training/pictures.py)")
-    o.add_argument("--outlier-weight", type=float, help="weight of the uniform-target loss on non-digits; 0: off")
-    o.add_argument("--outliers-per-kind", type=int, help="non-digit pictures drawn per training kind")
-    o.add_argument("--typed-digits", type=int, help="typed digits added to the training digits")
-    o.add_argument("--staged-digits", type=int, help="training digits staged as callers send them, added to them")
-    d = p.add_argument_group("distillation from a CNN teacher (see training/teacher.py)")
-    d.add_argument("--distill", choices=("none", "soft", "hard"), help="soft: KL at --distill-tau; hard: top class")
-    d.add_argument("--distill-alpha", type=float, help="the teacher's share of the digits' loss")
-    d.add_argument("--distill-tau", type=float, help="temperature of soft distillation")
-    d.add_argument("--teacher", type=Path, help="the teacher's weights (written by the ship command)")
-    m = p.add_argument_group("model")
-    m.add_argument("--patch-size", type=int)
-    m.add_argument("--dim", type=int)
-    m.add_argument("--depth", type=int)
-    m.add_argument("--heads", type=int)
-    m.add_argument("--mlp-ratio", type=float)
-    m.add_argument("--dropout", type=float)
-    m.add_argument("--attn-dropout", type=float)
-    m.add_argument("--drop-path", type=float)
-    m.add_argument("--pos-embed", choices=("learned", "sincos2d", "none"))
-    m.add_argument("--pool", choices=("cls", "mean"))
-    m.add_argument("--stem", choices=("linear", "conv"))
-    m.add_argument("--impl", choices=("ours", "timm"))
-    m.add_argument("--in-chans", type=int, choices=(1, 3))
-    a = p.add_argument_group("augmentation")
-    a.add_argument("--rotate", type=float, help="max rotation in degrees")
-    a.add_argument("--translate", type=float, help="max shift as a fraction of the side")
-    a.add_argument("--scale", type=float, help="max zoom change")
-    a.add_argument("--shear", type=float, help="max shear in degrees")
-    a.add_argument("--no-augment", action="store_true", help="turn augmentation off")
+    groups = {title: p.add_argument_group(title) for title in ("training", _OUTLIERS, _DISTILL)}
+    for f in flag_fields(TrainConfig):
+        _add_flag(groups[_GROUP.get(f.name, "training")], TrainConfig, f)
+    model = p.add_argument_group("model")
+    for f in flag_fields(ViTConfig):
+        _add_flag(model, ViTConfig, f)
+    augmentation = p.add_argument_group("augmentation")
+    for f in flag_fields(AugmentConfig):
+        _add_flag(augmentation, AugmentConfig, f)
+    augmentation.add_argument("--no-augment", action="store_true", help="turn augmentation off")
+
+
+def flag_fields(config: type[Any]) -> list[dataclasses.Field[Any]]:
+    """The fields of a config dataclass that the train command has a flag for."""
+    return [f for f in dataclasses.fields(config) if f.name not in _NOT_FLAGS]
+
+
+def _add_flag(group: argparse._ArgumentGroup, config: type[Any], f: dataclasses.Field[Any]) -> None:
+    """The flag of one config field, named, typed and explained as the comment above _NOT_FLAGS says."""
+    if f.name not in _HELP:
+        raise LookupError(
+            f"{config.__name__}.{f.name} has no flag: give it help in {__name__}._HELP or list it in _NOT_FLAGS"
+        )
+    flag, help_ = "--" + f.name.replace("_", "-"), _HELP[f.name]
+    hint = typing.get_type_hints(config)[f.name]
+    if hint is bool:  # a switch that flips the field's default
+        on = f.default is True
+        name = "--no-" + flag.removeprefix("--") if on else flag
+        group.add_argument(name, dest=f.name, action="store_false" if on else "store_true", default=None, help=help_)
+        return
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # Path | None: the flag gives a Path
+        (hint,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+    if typing.get_origin(hint) is typing.Literal:
+        group.add_argument(flag, choices=typing.get_args(hint), help=help_)
+    else:
+        group.add_argument(flag, type=hint, choices=_CHOICES.get(f.name), help=help_)
 
 
 def _add_evaluate(p: argparse.ArgumentParser) -> None:
@@ -164,25 +184,19 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The preset, with every flag the user gave applied on top."""
     preset: dict[str, Any] = dict(PRESETS[args.preset])
     base = TrainConfig(**preset)
-    model = dataclasses.replace(base.model, **_given(args, _MODEL_FLAGS))
+    model = dataclasses.replace(base.model, **_given(args, ViTConfig))
     augment = (
-        AugmentConfig.off() if args.no_augment else dataclasses.replace(base.augment, **_given(args, _AUGMENT_FLAGS))
+        AugmentConfig.off() if args.no_augment else dataclasses.replace(base.augment, **_given(args, AugmentConfig))
     )
-    train = _given(args, _TRAIN_FLAGS)
+    train = _given(args, TrainConfig)
     if args.preset == "shipped" and "init" not in train and not args.resume:
         raise ConfigError("the shipped recipe continues from the base model: pass --init runs/base/best.safetensors")
-    return dataclasses.replace(
-        base,
-        model=model,
-        augment=augment,
-        dry_run=args.dry_run or base.dry_run,
-        download=args.download or base.download,
-        **train,
-    )
+    return dataclasses.replace(base, model=model, augment=augment, **train)
 
 
-def _given(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
-    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+def _given(args: argparse.Namespace, config: type[Any]) -> dict[str, Any]:
+    """The values of the flags of ``config``'s fields that were given."""
+    return {f.name: getattr(args, f.name) for f in flag_fields(config) if getattr(args, f.name) is not None}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -33,7 +33,10 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything a training run depends on; saved in ``runs/<name>/config.json``."""
+    """Everything a training run depends on; saved in ``runs/<name>/config.json``.
+
+    The defaults are the default recipe: the presets below and the experiments' base
+    (``training/suites.py``) are each a set of changes to it."""
 
     # the default model: a conv stem on the 7x7 patch grid, which learns several times faster than
     # a linear patch embedding on this data (see docs/RESULTS.md, "stem")
@@ -121,19 +124,21 @@ class TrainConfig:
         return data
 
 
-# The shipped model's recipe (see checkpoints/README.md), in two stages. "base": the default model
-# with stochastic depth, a long schedule, label smoothing and an EMA of the weights. "shipped":
-# continues from the base model (--init) with outlier exposure and typed digits, at a lower learning
-# rate and without label smoothing (the service calibrates the probabilities afterwards: `trust`).
+# The named recipes, each a set of changes to the default recipe (TrainConfig's defaults, the
+# "default" preset; the experiments' base in training/suites.py is one too). The shipped model's
+# recipe (see checkpoints/README.md) takes two stages. "base": the default model with stochastic
+# depth, a long schedule, larger batches, label smoothing and an EMA of the weights. "shipped":
+# continues from the base model (--init) with outlier exposure, typed and staged digits, at a lower
+# learning rate and without label smoothing (the service calibrates the probabilities afterwards:
+# `trust`).
 _BASE: dict[str, Any] = dict(
-    model=ViTConfig(stem="conv", dim=64, depth=6, heads=4, mlp_ratio=2.0, drop_path=0.05),
+    model=TrainConfig().model.replace(drop_path=0.05),
     epochs=22,
     batch_size=128,
     lr=1.5e-3,
     warmup_epochs=1.0,
     label_smoothing=0.1,
     ema_decay=0.999,
-    weight_decay=0.05,
 )
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},

@@ -15,6 +15,10 @@ Nothing here depends on the weights, so every figure is measured on freshly buil
 - Speeds come from interleaved rounds: every model is timed once per round, the order reversed
   every other round, so that drift in this machine's speed hits all models alike; each figure is
   the median over rounds with its spread (min and max).
+- The suites' extra measurements (``training/suites.py`` names who takes which):
+  :func:`attention_cost`, attention alone, fused against explicit softmax, at growing token
+  counts; :func:`pretrained_route_cost`, timm's ImageNet-sized ViT against the shipped
+  architecture.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.config import ViTConfig
+from model.factory import build_model, count_parameters
 from training.engine import input_shape
 
 _SDPA_CPU = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
@@ -251,3 +256,66 @@ def _sync(device: torch.device) -> None:
 if __name__ == "__main__":  # the child process of step_peak_bytes: CONFIG_JSON BATCH THREADS
     torch.set_num_threads(int(sys.argv[3]))
     print(_measure_step_peak(ViTConfig.from_dict(json.loads(sys.argv[1])), int(sys.argv[2])))
+
+
+# --- the suites' extra measurements ----------------------------------------------------------------
+
+
+def attention_cost(
+    tokens: tuple[int, ...] = (16, 49, 100, 196, 400, 784, 1024),
+    dim: int = 64,
+    heads: int = 4,
+    batch: int = 8,
+    rounds: int = 5,
+    repeats: int = 5,
+) -> list[dict[str, Any]]:
+    """Milliseconds per attention forward at growing token counts, fused SDPA against the explicit
+    softmax, from interleaved rounds (median, min, max)."""
+    rows = []
+    d = dim // heads
+    for n in tokens:
+        q, k, v = (torch.randn(batch, heads, n, d) for _ in range(3))
+        samples: dict[str, list[float]] = {"fused": [], "explicit": []}
+        with torch.inference_mode():
+            for r in range(rounds + 1):
+                for name in ("fused", "explicit") if r % 2 == 0 else ("explicit", "fused"):
+                    fn = _fused if name == "fused" else _explicit
+                    start = time.perf_counter()
+                    for _ in range(repeats):
+                        fn(q, k, v)
+                    if r:
+                        samples[name].append((time.perf_counter() - start) / repeats * 1000)
+        rows.append({"tokens": n} | {f"{name}_ms": spread(times, 3) for name, times in samples.items()})
+    return rows
+
+
+def _fused(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+
+
+def _explicit(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    return ((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)).softmax(-1) @ v
+
+
+def pretrained_route_cost(rounds: int = 5) -> dict[str, Any]:
+    """What the ImageNet-pretrained route costs: timm's ``vit_tiny_patch16_224`` (built with
+    ``pretrained=False``: the same network without the download) at 224x224 RGB, against the
+    shipped model's architecture at 28x28, in interleaved rounds (inference, batch 16, and one
+    image)."""
+    import timm
+
+    from training.config import PRESETS
+
+    tiny = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10)
+    ours = build_model(PRESETS["shipped"]["model"])
+    models = {"vit_tiny": tiny, "shipped": ours}
+    speeds = interleaved_speeds(models, rounds=rounds, train_steps=1, train_batch=16, infer_batch=16)
+    return {
+        name: {
+            "parameters": count_parameters(m),
+            "input": f"{input_shape(m)[0]}x{input_shape(m)[1]}x{input_shape(m)[1]}",
+            "mflops_per_image": round(flops_per_image(m) / 1e6, 2),
+        }
+        | speeds[name]
+        for name, m in models.items()
+    }

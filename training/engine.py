@@ -59,87 +59,98 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+@dataclass(frozen=True)
+class EpochOptions:
+    """How a run trains every epoch: the constants of :func:`train_one_epoch`.
+
+    ``batch_size`` is per process; ``rank`` and ``world`` shard the batches across processes.
+    ``amp_dtype`` turns on autocast and ``scaler`` (fp16 only) scales the loss. ``max_steps`` > 0
+    stops the epoch early (a dry run). With ``outliers`` (uint8 (M, 28, 28) not-a-digit pictures)
+    and ``outlier_weight`` > 0, every batch also takes half its size in randomly drawn outliers,
+    trained towards the uniform distribution over the classes (outlier exposure, Hendrycks et al.
+    2019): the model learns to give what is not a digit flat, low logits. With a ``distiller`` the
+    digits' loss mixes the labels with a teacher's answers on the same augmented batch. The curve
+    holds the mean loss of every ``curve_every`` steps.
+    """
+
+    device: torch.device
+    batch_size: int
+    augment: AugmentConfig
+    label_smoothing: float
+    grad_clip: float  # max gradient norm; 0 disables
+    amp_dtype: torch.dtype | None = None
+    scaler: torch.amp.GradScaler | None = None
+    max_steps: int = 0
+    rank: int = 0
+    world: int = 1
+    outliers: torch.Tensor | None = None
+    outlier_weight: float = 0.0
+    curve_every: int = 50
+    distiller: Distiller | None = None
+
+
 def train_one_epoch(
     model: nn.Module,
     data: Split,
     optimizer: torch.optim.Optimizer,
     step_hook: Callable[[], None],
-    *,
-    device: torch.device,
-    batch_size: int,
-    augment: AugmentConfig,
-    label_smoothing: float,
-    grad_clip: float,
     generator: torch.Generator,
-    amp_dtype: torch.dtype | None = None,
-    scaler: torch.amp.GradScaler | None = None,
-    max_steps: int = 0,
-    rank: int = 0,
-    world: int = 1,
+    options: EpochOptions,
     desc: str = "train",
-    outliers: torch.Tensor | None = None,
-    outlier_weight: float = 0.0,
-    curve_every: int = 50,
-    distiller: Distiller | None = None,
 ) -> EpochStats:
-    """One pass over ``data``; ``step_hook`` runs after every optimiser step (schedule, EMA).
-
-    With ``outliers`` (uint8 (M, 28, 28) not-a-digit pictures) and ``outlier_weight`` > 0, every
-    batch also takes half its size in randomly drawn outliers, trained towards the uniform
-    distribution over the classes (outlier exposure, Hendrycks et al. 2019): the model learns to
-    give what is not a digit flat, low logits. Loss and accuracy are reported on the digits; the
-    curve holds the mean loss of every ``curve_every`` steps. With a ``distiller`` the digits' loss
-    mixes the labels with a teacher's answers on the same augmented batch.
-    """
+    """One pass over ``data``, shuffled by ``generator``, as ``options`` say; ``step_hook`` runs after
+    every optimiser step (schedule, EMA). Loss and accuracy are reported on the digits (outliers
+    aside); ``desc`` labels the progress bar."""
+    o = options
     model.train()
     in_chans, size = input_shape(model)
     loss_sum, correct, seen, start = 0.0, 0, 0, time.perf_counter()
     curve: list[tuple[int, float]] = []
     window_sum, window_steps = 0.0, 0
-    steps = (len(data) // world + batch_size - 1) // batch_size
-    if max_steps:
-        steps = min(steps, max_steps)
+    steps = (len(data) // o.world + o.batch_size - 1) // o.batch_size
+    if o.max_steps:
+        steps = min(steps, o.max_steps)
     taken = 0
-    bar = tqdm(total=steps, desc=desc, disable=rank != 0, leave=False, dynamic_ncols=True)
-    for step, index in enumerate(batches(len(data), batch_size, generator, rank, world)):
+    bar = tqdm(total=steps, desc=desc, disable=o.rank != 0, leave=False, dynamic_ncols=True)
+    for step, index in enumerate(batches(len(data), o.batch_size, generator, o.rank, o.world)):
         if step == steps:
             break
         images = data.images[index]
-        exposed = outliers is not None and outlier_weight > 0
+        exposed = o.outliers is not None and o.outlier_weight > 0
         if exposed:
-            assert outliers is not None
-            drawn = torch.randint(len(outliers), (max(len(index) // 2, 1),), generator=generator)
-            images = torch.cat([images, outliers[drawn]])
-        x = to_input(images, device)
-        y = data.labels[index].to(device, non_blocking=True)
-        if augment.enabled:
-            x = random_affine(x, augment, generator)
-        with autocast(device, amp_dtype):
+            assert o.outliers is not None
+            drawn = torch.randint(len(o.outliers), (max(len(index) // 2, 1),), generator=generator)
+            images = torch.cat([images, o.outliers[drawn]])
+        x = to_input(images, o.device)
+        y = data.labels[index].to(o.device, non_blocking=True)
+        if o.augment.enabled:
+            x = random_affine(x, o.augment, generator)
+        with autocast(o.device, o.amp_dtype):
             out = model(fit_input(x, in_chans, size))
             logits = out[: len(y)]
-            loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
-            if distiller is not None:
-                loss = distiller.loss(x[: len(y)], logits, loss)
+            loss = F.cross_entropy(logits, y, label_smoothing=o.label_smoothing)
+            if o.distiller is not None:
+                loss = o.distiller.loss(x[: len(y)], logits, loss)
             if exposed:
-                loss = loss + outlier_weight * -F.log_softmax(out[len(y) :].float(), dim=1).mean()
+                loss = loss + o.outlier_weight * -F.log_softmax(out[len(y) :].float(), dim=1).mean()
         optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
+        if o.scaler is not None:
+            o.scaler.scale(loss).backward()
+            o.scaler.unscale_(optimizer)
         else:
             loss.backward()
-        if grad_clip:
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
+        if o.grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
+        if o.scaler is not None:
+            o.scaler.step(optimizer)
+            o.scaler.update()
         else:
             optimizer.step()
         step_hook()
         taken = step + 1
         loss_sum += loss.item() * len(y)
         window_sum, window_steps = window_sum + loss.item(), window_steps + 1
-        if window_steps == curve_every:
+        if window_steps == o.curve_every:
             curve.append((taken, round(window_sum / window_steps, 5)))
             window_sum, window_steps = 0.0, 0
         correct += int((logits.argmax(1) == y).sum())

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from training.config import PRESETS, TrainConfig
+from training.markdown import table
 from training.teacher import TeacherConfig
 
 log = logging.getLogger(__name__)
@@ -168,13 +169,9 @@ def spread(reports: list[dict[str, Any]], walls: list[float], seeds: list[int]) 
 
 
 def spread_markdown(summary: dict[str, Any]) -> str:
-    lines = [
-        f"Seeds {', '.join(map(str, summary['seeds']))}:",
-        "",
-        "| figure | mean | sd | min | max |",
-        "| --- | --- | --- | --- | --- |",
+    """The spread of every figure over the seeds, as a Markdown table."""
+    rows = [
+        [label, f"{f['mean']:.4f}", "—" if f["sd"] is None else f"{f['sd']:.4f}", f"{f['min']:.4f}", f"{f['max']:.4f}"]
+        for label, f in summary["figures"].items()
     ]
-    for label, f in summary["figures"].items():
-        sd = "—" if f["sd"] is None else f"{f['sd']:.4f}"
-        lines.append(f"| {label} | {f['mean']:.4f} | {sd} | {f['min']:.4f} | {f['max']:.4f} |")
-    return "\n".join(lines) + "\n"
+    return f"Seeds {', '.join(map(str, summary['seeds']))}:\n\n" + table(["figure", "mean", "sd", "min", "max"], rows)

@@ -1,20 +1,31 @@
-"""Statistics for comparing trained variants: seed mean and spread, McNemar's paired test, and the
-interval and three-class reading of a paired difference (a t-interval over seeds that also counts
-the sampling noise of the shared test set)."""
+"""The statistics of the training reports.
+
+- Comparing trained variants (the experiments): seed mean and spread, McNemar's paired test, and
+  the interval and three-class reading of a paired difference (a t-interval over seeds that also
+  counts the sampling noise of the shared test set).
+- Calibration and detection (the trust report): the temperature that fits a set's labels, the
+  expected calibration error with its reliability curve, AUROC, the threshold that flags a given
+  share, and the Mahalanobis distance to the nearest class mean in feature space.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from collections.abc import Sequence
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 ALPHA = 0.05
 MIN_SEEDS = 3  # fewer seeds make no ranking: a paired test sees two networks, not two designs
 CONFIDENCE = 0.95  # of the interval of a paired difference
 EQUIVALENCE_MARGIN = 0.2  # accuracy points: an interval inside [-margin, +margin] reads "equivalent"
+ECE_BINS = 15  # equal-width confidence bins of the expected calibration error
 
 
 def mean_sd(values: Sequence[float]) -> tuple[float, float | None]:
@@ -155,3 +166,85 @@ def reading(a: str, b: str, interval: tuple[float, float], seeds: int, margin: f
     if -margin <= low and high <= margin:
         return f"equivalent within ±{margin:g} points"
     return "inconclusive"
+
+
+# --- calibration and detection (the trust report) ------------------------------------------------
+
+
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """The temperature minimising the NLL of ``labels`` (fitted as log T, so T stays positive)."""
+    log_t = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(logits / log_t.exp(), labels)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return float(log_t.detach().exp())
+
+
+def reliability(probs: torch.Tensor | np.ndarray, labels: torch.Tensor, bins: int = ECE_BINS) -> dict[str, Any]:
+    """Expected calibration error over ``bins`` equal-width bins of the top probability, and the
+    per-bin mean confidence, accuracy and count (for the reliability diagram)."""
+    confidence, predicted = torch.as_tensor(probs).max(dim=1)
+    correct = (predicted == labels).float()
+    edges = torch.linspace(0, 1, bins + 1)
+    index = torch.bucketize(confidence, edges[1:-1], right=True)  # bin i holds (edge i, edge i+1]
+    ece = 0.0
+    curve: dict[str, list[float]] = {"confidence": [], "accuracy": [], "count": []}
+    for b in range(bins):
+        members = index == b
+        n = int(members.sum())
+        if n:
+            conf, acc = float(confidence[members].mean()), float(correct[members].mean())
+            ece += n / len(labels) * abs(acc - conf)
+            curve["confidence"].append(round(conf, 5))
+            curve["accuracy"].append(round(acc, 5))
+            curve["count"].append(n)
+    return {"ece": round(ece, 5), "curve": curve}
+
+
+def auroc(positives: torch.Tensor | np.ndarray, negatives: torch.Tensor | np.ndarray) -> float:
+    """Area under the ROC curve: the chance that a random positive scores above a random negative
+    (ties count half), by the Mann-Whitney rank sum."""
+    scores = torch.cat([torch.as_tensor(positives), torch.as_tensor(negatives)]).double()
+    order = scores.argsort()
+    ranks = torch.empty_like(scores)
+    ranks[order] = torch.arange(1, len(scores) + 1, dtype=torch.double)
+    for value in scores.unique()[torch.unique(scores, return_counts=True)[1] > 1]:  # average tied ranks
+        tied = scores == value
+        ranks[tied] = ranks[tied].mean()
+    n_pos, n_neg = len(positives), len(negatives)
+    return float((ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureDistance:
+    """The alternative in feature space: the Mahalanobis distance from the head's input (the pooled
+    class token) to the nearest class mean, with one covariance shared by the classes (Lee et al.
+    2018), fitted on training digits. Its digit score is minus the squared distance."""
+
+    means: torch.Tensor  # (classes, dim)
+    precision: torch.Tensor  # (dim, dim)
+
+    @classmethod
+    def fit(cls, features: torch.Tensor, labels: torch.Tensor) -> FeatureDistance:
+        x = features.double()
+        classes = labels.unique()  # those present: a class without images has no mean
+        means = torch.stack([x[labels == c].mean(0) for c in classes])
+        centred = x - means[torch.searchsorted(classes, labels)]
+        covariance = centred.T @ centred / len(x)
+        return cls(means, torch.linalg.pinv(covariance, hermitian=True))
+
+    def scores(self, features: torch.Tensor) -> np.ndarray:
+        d = features.double()[:, None, :] - self.means[None]  # (N, classes, dim)
+        squared = torch.einsum("ncd,de,nce->nc", d, self.precision, d)
+        return (-squared.min(dim=1).values).float().numpy()
+
+
+def choose_threshold(scores: torch.Tensor | np.ndarray, rate: float) -> float:
+    """The score below which a share ``rate`` of ``scores`` falls (their ``rate`` quantile)."""
+    return float(torch.quantile(torch.as_tensor(scores).double(), rate))

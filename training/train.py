@@ -28,7 +28,7 @@ from training.config import TrainConfig
 from training.data import MEAN, STD, Split, dataset_checksum, load_split, prepare_root, train_val_split
 from training.distributed import DistInfo, barrier, init_distributed, shutdown
 from training.ema import ModelEma
-from training.engine import EpochStats, accuracy, predict, score, train_one_epoch
+from training.engine import EpochOptions, EpochStats, accuracy, predict, score, train_one_epoch
 from training.export import export_next_to
 from training.pictures import (
     FIT_STAGINGS,
@@ -198,23 +198,24 @@ def _resume(s: _Session, state_file: Path) -> ResumeState:
 
 def _train_epoch(s: _Session, train: Split, epoch: int) -> EpochStats:
     cfg = s.cfg
-    return train_one_epoch(
-        s.trained,
-        train,
-        s.optimizer,
-        s.after_step,
+    desc = f"epoch {epoch + 1}/{cfg.epochs}"
+    return train_one_epoch(s.trained, train, s.optimizer, s.after_step, s.generator, _epoch_options(s, train), desc)
+
+
+def _epoch_options(s: _Session, train: Split) -> EpochOptions:
+    """What every epoch of the run trains with: its config's constants and the session's objects."""
+    cfg = s.cfg
+    return EpochOptions(
         device=s.device,
         batch_size=s.per_rank_batch,
         augment=cfg.augment,
         label_smoothing=cfg.label_smoothing,
         grad_clip=cfg.grad_clip,
-        generator=s.generator,
         amp_dtype=s.amp_dtype,
         scaler=s.scaler,
         max_steps=DRY_RUN_STEPS if cfg.dry_run else 0,
         rank=s.dist.rank,
         world=s.dist.world_size,
-        desc=f"epoch {epoch + 1}/{cfg.epochs}",
         outliers=s.outliers,
         outlier_weight=cfg.outlier_weight,
         distiller=s.distiller,

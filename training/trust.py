@@ -31,6 +31,7 @@ from model.checkpoint import LoadedCheckpoint, load_checkpoint, save_checkpoint
 from training.data import Split, load_split, prepare_root, train_val_split
 from training.engine import predict
 from training.export import export_next_to
+from training.markdown import table
 from training.pictures import (
     COMMON_SYMBOLS,
     FIT_STAGINGS,
@@ -45,9 +46,9 @@ from training.pictures import (
     staged_digits,
 )
 from training.plots import plot_reliability
+from training.stats import ECE_BINS, FeatureDistance, auroc, choose_threshold, fit_temperature, reliability
 
 log = logging.getLogger(__name__)
-BINS = 15  # equal-width confidence bins of the expected calibration error
 DIGIT_FLAG_RATE = 0.005  # share of validation digits the threshold may flag
 OPERATING_RATES = (0.0025, 0.005, 0.0075, 0.01, 0.02)  # the trade-off table: shares of validation digits flagged
 FEATURE_FIT_IMAGES = 20_000  # training digits the feature-space alternative's class means are fitted on
@@ -69,89 +70,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--staged", type=int, default=2000, help="MNIST test digits to stage (and a tenth as many typed)")
     p.add_argument("--write", action="store_true", help="store the fitted calibration in the checkpoint")
     p.add_argument("--out-dir", type=Path, help="report folder (default: runs/trust/<checkpoint name>)")
-
-
-# ---------------------------------------------------------------------------------------------
-# the measures
-
-
-def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """The temperature minimising the NLL of ``labels`` (fitted as log T, so T stays positive)."""
-    log_t = torch.zeros(1, requires_grad=True)
-    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        loss = F.cross_entropy(logits / log_t.exp(), labels)
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    return float(log_t.detach().exp())
-
-
-def reliability(probs: torch.Tensor | np.ndarray, labels: torch.Tensor, bins: int = BINS) -> dict[str, Any]:
-    """Expected calibration error over ``bins`` equal-width bins of the top probability, and the
-    per-bin mean confidence, accuracy and count (for the reliability diagram)."""
-    confidence, predicted = torch.as_tensor(probs).max(dim=1)
-    correct = (predicted == labels).float()
-    edges = torch.linspace(0, 1, bins + 1)
-    index = torch.bucketize(confidence, edges[1:-1], right=True)  # bin i holds (edge i, edge i+1]
-    ece = 0.0
-    curve: dict[str, list[float]] = {"confidence": [], "accuracy": [], "count": []}
-    for b in range(bins):
-        members = index == b
-        n = int(members.sum())
-        if n:
-            conf, acc = float(confidence[members].mean()), float(correct[members].mean())
-            ece += n / len(labels) * abs(acc - conf)
-            curve["confidence"].append(round(conf, 5))
-            curve["accuracy"].append(round(acc, 5))
-            curve["count"].append(n)
-    return {"ece": round(ece, 5), "curve": curve}
-
-
-def auroc(positives: torch.Tensor | np.ndarray, negatives: torch.Tensor | np.ndarray) -> float:
-    """Area under the ROC curve: the chance that a random positive scores above a random negative
-    (ties count half), by the Mann-Whitney rank sum."""
-    scores = torch.cat([torch.as_tensor(positives), torch.as_tensor(negatives)]).double()
-    order = scores.argsort()
-    ranks = torch.empty_like(scores)
-    ranks[order] = torch.arange(1, len(scores) + 1, dtype=torch.double)
-    for value in scores.unique()[torch.unique(scores, return_counts=True)[1] > 1]:  # average tied ranks
-        tied = scores == value
-        ranks[tied] = ranks[tied].mean()
-    n_pos, n_neg = len(positives), len(negatives)
-    return float((ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-@dataclasses.dataclass(frozen=True)
-class FeatureDistance:
-    """The alternative in feature space: the Mahalanobis distance from the head's input (the pooled
-    class token) to the nearest class mean, with one covariance shared by the classes (Lee et al.
-    2018), fitted on training digits. Its digit score is minus the squared distance."""
-
-    means: torch.Tensor  # (classes, dim)
-    precision: torch.Tensor  # (dim, dim)
-
-    @classmethod
-    def fit(cls, features: torch.Tensor, labels: torch.Tensor) -> FeatureDistance:
-        x = features.double()
-        classes = labels.unique()  # those present: a class without images has no mean
-        means = torch.stack([x[labels == c].mean(0) for c in classes])
-        centred = x - means[torch.searchsorted(classes, labels)]
-        covariance = centred.T @ centred / len(x)
-        return cls(means, torch.linalg.pinv(covariance, hermitian=True))
-
-    def scores(self, features: torch.Tensor) -> np.ndarray:
-        d = features.double()[:, None, :] - self.means[None]  # (N, classes, dim)
-        squared = torch.einsum("ncd,de,nce->nc", d, self.precision, d)
-        return (-squared.min(dim=1).values).float().numpy()
-
-
-def choose_threshold(digit_scores_: torch.Tensor | np.ndarray, rate: float = DIGIT_FLAG_RATE) -> float:
-    """The score below which ``rate`` of these digits fall."""
-    return float(torch.quantile(torch.as_tensor(digit_scores_).double(), rate))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,7 +160,7 @@ def fit(val: Scored, staged_val: Scored, val_nondigits: Scored) -> Calibration:
         for s in SCORES
     }
     score: Score = max(SCORES, key=lambda s: aurocs[s])
-    threshold = choose_threshold(digit_scores(digits, score, temperature))
+    threshold = choose_threshold(digit_scores(digits, score, temperature), DIGIT_FLAG_RATE)
     fitted = {
         "temperature_on": f"{len(val.labels)} validation digits (MNIST training images held out of training)",
         "threshold_on": f"{len(val.labels)} MNIST and {len(staged_val.labels)} staged validation digits, "
@@ -348,7 +266,7 @@ def alternatives(
     rules["mahalanobis"] = lambda s: distance.scores(s.features)
     out: dict[str, Any] = {}
     for name, rule in rules.items():
-        threshold = choose_threshold(np.concatenate([rule(s) for s in digits_val]))
+        threshold = choose_threshold(np.concatenate([rule(s) for s in digits_val]), DIGIT_FLAG_RATE)
         test_scores = np.concatenate([rule(s) for s in digits_test])
         held_scores = rule(held_out)
         out[name] = {
@@ -433,75 +351,102 @@ def run_trust(args: argparse.Namespace) -> dict[str, Any]:
 
 def markdown(report: dict[str, Any]) -> str:
     """The trust figures as Markdown tables (for the model card and the README)."""
-    cal, test, staged = report["calibration"], report["mnist_test"], report["staged_test"]
+    cal, staged = report["calibration"], report["staged_test"]
     held, train_kinds = report["nondigits_held_out"], report["nondigits_training_kinds"]
-    pct = lambda v: f"{100 * v:.2f}%"  # noqa: E731
-    lines = [
+    blocks = [
         f"Calibration: temperature {cal['temperature']:.4f}; not-a-digit score `{cal['score']}`, "
-        f"threshold {cal['threshold']:.4f} (is_digit = score >= threshold).",
-        "",
-        "| measure | value |",
-        "| --- | --- |",
-        f"| MNIST test accuracy | {pct(test['accuracy'])} |",
-        f"| expected calibration error, MNIST test (15 bins) | {test['ece']:.4f} "
-        f"(uncalibrated {test['ece_before']:.4f}) |",
-        f"| expected calibration error, staged test digits | {staged['ece']:.4f} "
-        f"(uncalibrated {staged['ece_before']:.4f}) |",
-        f"| accuracy on staged test digits | {pct(staged['accuracy']['all'])} |",
-        f"| real digits flagged not-a-digit: MNIST test | {pct(test['flagged'])} |",
-        f"| real digits flagged not-a-digit: staged test digits | {pct(staged['flagged']['all']['flagged'])} |",
-        f"| non-digits flagged, held-out kinds | {pct(held['all']['flagged'])} ({held['all']['n']} pictures) |",
-        f"| non-digits flagged, training kinds (new draws) | {pct(train_kinds['all']['flagged'])} |",
-        f"| AUROC digits vs non-digits, held-out kinds | {report['auroc_held_out']['all']:.4f} |",
-        *(
-            [f"| common symbols ({COMMON_SYMBOLS}) flagged | {pct(report['common_symbols']['flagged'])} |"]
-            if "common_symbols" in report
-            else []
+        f"threshold {cal['threshold']:.4f} (is_digit = score >= threshold).\n",
+        table(["measure", "value"], _measures(report)),
+        table(
+            ["held-out kind", "flagged", "AUROC"],
+            [[k, _pct(v["flagged"]), f"{report['auroc_held_out'][k]:.4f}"] for k, v in held.items() if k != "all"],
         ),
-        "",
-        "| held-out kind | flagged | AUROC |",
-        "| --- | --- | --- |",
-        *[f"| {k} | {pct(v['flagged'])} | {report['auroc_held_out'][k]:.4f} |" for k, v in held.items() if k != "all"],
-        "",
-        "| training kind (new draws) | flagged |",
-        "| --- | --- |",
-        *[f"| {k} | {pct(v['flagged'])} |" for k, v in train_kinds.items() if k != "all"],
-        "",
-        "| staged digits | accuracy | flagged | threshold fitted on it |",
-        "| --- | --- | --- | --- |",
-        *[
-            f"| {k} | {pct(staged['accuracy'][k])} | {pct(staged['flagged'][k]['flagged'])} | "
-            f"{'no (held out)' if k in HELD_OUT_STAGINGS else 'yes' if k in FIT_STAGINGS else 'no'} |"
-            for k in staged["accuracy"]
-            if k != "all"
-        ],
-        "",
-        "| score (own threshold, as above) | AUROC held-out | held-out flagged | test digits flagged |",
-        "| --- | --- | --- | --- |",
-    ]
-    for name, rep in [("this model", report), *report.get("compared", {}).items()]:
-        for score, a in rep["alternatives"].items():
-            lines.append(
-                f"| {name}: `{score}` | {a['auroc_held_out']:.4f} | {pct(a['held_out_flagged'])} | "
-                f"{pct(a['test_digits_flagged'])} |"
-            )
-    lines += [
-        "",
-        f"Other thresholds on `{cal['score']}` (the service's flags {pct(DIGIT_FLAG_RATE)} of the validation digits):",
-        "",
-        "| validation digits flagged | threshold | MNIST test flagged | staged test flagged | held-out kinds flagged |",
-        "| --- | --- | --- | --- | --- |",
-        *[
-            f"| {pct(o['validation_digits_flagged'])} | {o['threshold']:.4f} | {pct(o['mnist_test_flagged'])} | "
-            f"{pct(o['staged_test_flagged'])} | {pct(o['held_out_flagged'])} |"
-            for o in report.get("operating_points", [])
-        ],
+        table(
+            ["training kind (new draws)", "flagged"],
+            [[k, _pct(v["flagged"])] for k, v in train_kinds.items() if k != "all"],
+        ),
+        table(
+            ["staged digits", "accuracy", "flagged", "threshold fitted on it"],
+            [
+                [
+                    k,
+                    _pct(staged["accuracy"][k]),
+                    _pct(staged["flagged"][k]["flagged"]),
+                    "no (held out)" if k in HELD_OUT_STAGINGS else "yes" if k in FIT_STAGINGS else "no",
+                ]
+                for k in staged["accuracy"]
+                if k != "all"
+            ],
+        ),
+        table(
+            ["score (own threshold, as above)", "AUROC held-out", "held-out flagged", "test digits flagged"],
+            [
+                [
+                    f"{name}: `{score}`",
+                    f"{a['auroc_held_out']:.4f}",
+                    _pct(a["held_out_flagged"]),
+                    _pct(a["test_digits_flagged"]),
+                ]
+                for name, rep in [("this model", report), *report.get("compared", {}).items()]
+                for score, a in rep["alternatives"].items()
+            ],
+        ),
+        f"Other thresholds on `{cal['score']}` (the service's flags {_pct(DIGIT_FLAG_RATE)} of the validation "
+        "digits):\n",
+        table(
+            [
+                "validation digits flagged",
+                "threshold",
+                "MNIST test flagged",
+                "staged test flagged",
+                "held-out kinds flagged",
+            ],
+            [
+                [
+                    _pct(o["validation_digits_flagged"]),
+                    f"{o['threshold']:.4f}",
+                    _pct(o["mnist_test_flagged"]),
+                    _pct(o["staged_test_flagged"]),
+                    _pct(o["held_out_flagged"]),
+                ]
+                for o in report.get("operating_points", [])
+            ],
+        ),
     ]
     if best := report.get("best_possible"):
-        lines += [
-            "",
+        blocks.append(
             f"A bound, picked on the test sets themselves: the highest threshold that flags at most "
-            f"{pct(best['digits_flagged_at_most'])} of the MNIST and of the staged test digits "
-            f"({best['threshold']:.4f}) flags {pct(best['held_out_flagged'])} of the held-out kinds.",
-        ]
-    return "\n".join(lines) + "\n"
+            f"{_pct(best['digits_flagged_at_most'])} of the MNIST and of the staged test digits "
+            f"({best['threshold']:.4f}) flags {_pct(best['held_out_flagged'])} of the held-out kinds.\n"
+        )
+    return "\n".join(blocks)
+
+
+def _measures(report: dict[str, Any]) -> list[list[str]]:
+    """The rows of the report's first table: one figure each."""
+    test, staged = report["mnist_test"], report["staged_test"]
+    held, train_kinds = report["nondigits_held_out"], report["nondigits_training_kinds"]
+    rows = [
+        ["MNIST test accuracy", _pct(test["accuracy"])],
+        [
+            f"expected calibration error, MNIST test ({ECE_BINS} bins)",
+            f"{test['ece']:.4f} (uncalibrated {test['ece_before']:.4f})",
+        ],
+        [
+            "expected calibration error, staged test digits",
+            f"{staged['ece']:.4f} (uncalibrated {staged['ece_before']:.4f})",
+        ],
+        ["accuracy on staged test digits", _pct(staged["accuracy"]["all"])],
+        ["real digits flagged not-a-digit: MNIST test", _pct(test["flagged"])],
+        ["real digits flagged not-a-digit: staged test digits", _pct(staged["flagged"]["all"]["flagged"])],
+        ["non-digits flagged, held-out kinds", f"{_pct(held['all']['flagged'])} ({held['all']['n']} pictures)"],
+        ["non-digits flagged, training kinds (new draws)", _pct(train_kinds["all"]["flagged"])],
+        ["AUROC digits vs non-digits, held-out kinds", f"{report['auroc_held_out']['all']:.4f}"],
+    ]
+    if "common_symbols" in report:
+        rows.append([f"common symbols ({COMMON_SYMBOLS}) flagged", _pct(report["common_symbols"]["flagged"])])
+    return rows
+
+
+def _pct(share: float) -> str:
+    return f"{100 * share:.2f}%"

@@ -1,4 +1,5 @@
 import csv
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -15,27 +16,21 @@ from model.config import ConfigError
 from tests.conftest import MNIST_SLICE
 from training.cli import main
 from training.config import TrainConfig
-from training.costs import flops_per_image, interleaved_speeds, vit_flops
+from training.costs import attention_cost, flops_per_image, interleaved_speeds, pretrained_route_cost, vit_flops
 from training.data import Split, to_input
 from training.engine import fit_input, input_shape, predict
-from training.experiments import (
-    BASE,
+from training.reports import compare, markdown, summarise, update_doc
+from training.runs import (
     RESULTS_DIR,
-    SUITES,
-    _test_split,
-    attention_cost,
     budget_tag,
-    compare,
-    markdown,
-    pretrained_route_cost,
-    run_name,
+    recorded_config,
+    run_key,
+    scoring_set,
     shuffle_patches,
     shuffled_accuracy,
-    summarise,
-    update_doc,
-    variant_config,
 )
 from training.stats import MIN_SEEDS, mcnemar
+from training.suites import BASE, SUITES, run_name, variant_config
 from training.train import param_groups
 
 
@@ -196,6 +191,26 @@ def test_git_keeps_the_runs_records_in_the_default_results_folder_but_not_their_
     assert sorted(ignored.split()) == sorted(str(p) for p in checkpoints)
 
 
+def test_every_committed_run_record_is_still_its_variants_config():
+    """A committed run is its variant's run while its recorded config (fields it predates at their
+    defaults) is the variant's config: BASE with the variant's overrides and the budget. A change to
+    BASE, or to a TrainConfig default that BASE inherits, would fail here rather than silently make
+    the committed records another config's."""
+    root = Path(__file__).resolve().parents[2]
+    checked = 0
+    for name, suite in SUITES.items():
+        for budget in (dict(suite.budget), dict(suite.budget) | {"epochs": 10}):
+            out = root / RESULTS_DIR / (name + budget_tag(budget, suite.budget))
+            base = dataclasses.replace(BASE, run_dir=out / "runs", **budget)
+            for variant, overrides in suite.variants.items():
+                for seed in range(5):
+                    cfg = variant_config(base, variant, overrides, seed)
+                    if (cfg.run_path / "result.json").is_file():
+                        assert run_key(recorded_config(cfg.run_path)) == run_key(cfg), cfg.run_path
+                        checked += 1
+    assert checked > 100
+
+
 @pytest.mark.slow
 def test_suite_measures_costs_once_per_variant(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -238,7 +253,7 @@ def test_position_suite_reuses_the_base_run_only_where_its_checkpoint_is_kept(tm
     assert reused["same_as"] == str(base) and not (learned / "best.safetensors").exists()
     assert reused["test_accuracy"] == json.loads((base / "result.json").read_text())["test_accuracy"]
     network = load_checkpoint(base / "best.safetensors").model
-    test = _test_split(MNIST_SLICE, 300)
+    test = scoring_set(MNIST_SLICE, 300)
     assert reused["shuffled_patch_accuracy"] == round(
         shuffled_accuracy(network, test, torch.device("cpu"), BASE.model.patch_size), 5
     )

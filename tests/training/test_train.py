@@ -155,7 +155,7 @@ def test_outlier_exposure_flattens_the_answer_on_non_digits(mnist_root):
     from model import build_model
     from tests.conftest import TINY
     from training.data import Split, load_split
-    from training.engine import predict, train_one_epoch
+    from training.engine import EpochOptions, predict, train_one_epoch
     from training.pictures import build_set, non_digits
 
     train = load_split(mnist_root, train=True)
@@ -167,11 +167,12 @@ def test_outlier_exposure_flattens_the_answer_on_non_digits(mnist_root):
         model = build_model(TINY)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
         generator = torch.Generator().manual_seed(0)
+        options = EpochOptions(
+            device=cpu, batch_size=64, augment=AugmentConfig.off(), label_smoothing=0.0, grad_clip=1.0,
+            outliers=outliers, outlier_weight=weight,
+        )  # fmt: skip
         for _ in range(4):
-            train_one_epoch(
-                model, train, optimizer, lambda: None, device=cpu, batch_size=64, augment=AugmentConfig.off(),
-                label_smoothing=0.0, grad_clip=1.0, generator=generator, outliers=outliers, outlier_weight=weight,
-            )  # fmt: skip
+            train_one_epoch(model, train, optimizer, lambda: None, generator, options)
         logits = predict(model, Split(outliers, torch.zeros(len(outliers), dtype=torch.long)), cpu)
         return float(logits.softmax(-1).amax(-1).mean())
 
@@ -234,15 +235,16 @@ def _one_epoch(images: int, **options):
     from model import build_model
     from tests.conftest import TINY
     from training.data import Split
-    from training.engine import train_one_epoch
+    from training.engine import EpochOptions, train_one_epoch
 
     data = Split(torch.randint(0, 256, (images, 28, 28), dtype=torch.uint8), torch.arange(images) % 10)
     model = build_model(TINY)
-    return train_one_epoch(
-        model, data, torch.optim.SGD(model.parameters(), lr=0.1), lambda: None, device=torch.device("cpu"),
-        batch_size=4, augment=AugmentConfig.off(), label_smoothing=0.0, grad_clip=0.0,
-        generator=torch.Generator().manual_seed(0), **options,
+    epoch = EpochOptions(
+        device=torch.device("cpu"), batch_size=4, augment=AugmentConfig.off(), label_smoothing=0.0, grad_clip=0.0,
+        **options,
     )  # fmt: skip
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    return train_one_epoch(model, data, optimizer, lambda: None, torch.Generator().manual_seed(0), epoch)
 
 
 def test_an_epoch_counts_its_short_last_batch_as_a_step():

@@ -3,7 +3,8 @@
 MNIST digits are light strokes on black, size-normalised to fit 20x20 keeping their aspect
 ratio, and placed in 28x28 with the centre of mass at the centre. A user's photo or drawing is
 usually dark ink on light paper, anywhere and at any size; without the same normalisation the
-model misreads it. The steps: decode (with a pixel cap; a big picture at reduced size), EXIF
+model misreads it. The steps: decode (the container's structure screened, a pixel cap; a big
+picture at reduced size), EXIF
 orientation, transparency as background, grayscale, auto-invert, background removal, crop to the
 ink, fit into 20x20, centre the mass in 28x28, normalise with the training mean/std.
 """
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import ExifTags, Image, ImageFilter, ImageOps, PngImagePlugin, UnidentifiedImageError
+
+from model.screening import ScreeningError, screen
 
 ALLOWED_FORMATS = frozenset({"PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF"})
 DEFAULT_MAX_PIXELS = 25_000_000
@@ -78,7 +81,8 @@ _FAINTEST = 0.5
 
 # Pillow inflates a PNG's compressed text chunks when it opens the file, before any pixel: up to
 # 1 MB a chunk and 64 MB an image by default, from a few kilobytes of upload each. The service
-# reads no text chunk; these caps bound what one upload can make it allocate at open time.
+# reads no text but what can carry the orientation: model.screening drops every other text chunk
+# unread, and keeps those only if they inflate within these caps, so Pillow never reaches them.
 PngImagePlugin.MAX_TEXT_CHUNK = 64 * 1024
 PngImagePlugin.MAX_TEXT_MEMORY = 256 * 1024
 
@@ -124,7 +128,9 @@ def open_image(
     if not data:
         raise ImageError("empty_image", "the image is empty (0 bytes)")
     try:
-        image: Image.Image = Image.open(io.BytesIO(data))  # lazy: reads the header only
+        image: Image.Image = Image.open(io.BytesIO(screen(data)))  # lazy: reads the header only
+    except ScreeningError as exc:
+        raise ImageError("invalid_image", f"the image is malformed: {exc}") from exc
     except UnidentifiedImageError as exc:
         raise ImageError("unsupported_format", f"not a recognised image; send one of {_formats()}") from exc
     except (OSError, ValueError, Image.DecompressionBombError) as exc:

@@ -87,14 +87,16 @@ def rotated(image: Image.Image, fmt: str, orientation: int, resolution_unit_text
 
 
 def tiff_with_strip_offsets(count: int, kind: int = 4, side: int = 256) -> bytes:
-    """An uncompressed ``side`` x ``side`` grayscale TIFF whose StripOffsets table holds ``count``
-    entries of TIFF type ``kind`` (1 BYTE, 3 SHORT, 4 LONG, 12 DOUBLE), all pointing at its pixels."""
+    """An uncompressed ``side`` x ``side`` grayscale TIFF of one row a strip whose StripOffsets
+    table holds ``count`` entries of TIFF type ``kind`` (1 BYTE, 3 SHORT, 4 LONG, 12 DOUBLE). Each
+    entry is a strip Pillow decodes (past the last row it starts over, as for another plane)."""
     sizes = {1: 1, 3: 2, 4: 4, 12: 8}
     formats = {1: "B", 3: "H", 4: "I", 12: "d"}
     entries = 8
     table_at = 8 + 2 + entries * 12 + 4
     pixels_at = table_at + count * sizes[kind]
-    table = struct.pack(f"<{count}{formats[kind]}", *([pixels_at % 256 if kind == 1 else pixels_at] * count))
+    offset = min(pixels_at, {1: 255, 3: 65535}.get(kind, pixels_at))  # where the type can point
+    table = struct.pack(f"<{count}{formats[kind]}", *([offset] * count))
     directory = [
         (256, 3, 1, side),  # ImageWidth
         (257, 3, 1, side),  # ImageLength
@@ -102,8 +104,8 @@ def tiff_with_strip_offsets(count: int, kind: int = 4, side: int = 256) -> bytes
         (259, 3, 1, 1),  # Compression: none
         (262, 3, 1, 1),  # Photometric: black is zero
         (273, kind, count, table_at),  # StripOffsets
-        (278, 3, 1, side),  # RowsPerStrip
-        (279, 4, 1, side * side),  # StripByteCounts
+        (278, 3, 1, 1),  # RowsPerStrip
+        (279, 4, 1, side),  # StripByteCounts
     ]
     ifd = struct.pack("<H", entries)
     for tag, typ, n, value in directory:

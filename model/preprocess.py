@@ -209,21 +209,21 @@ def _upright(image: Image.Image, orientation: int | None) -> Image.Image:
 
 def _eight_bit(image: Image.Image) -> Image.Image:
     """16-bit grayscale scaled to 8 bits (Pillow's conversion clips it at 255: light paper and dark
-    ink alike would come out white); 32-bit integer pixels the same when they fit in 16 bits (as
-    some encoders store 16-bit pictures), else by their range. Other modes are returned as they are.
-    (Pillow reads 16-bit RGB and RGBA as 8 bits a channel already, keeping the high byte.)"""
+    ink alike would come out white). 32-bit integer pixels are read as 8-bit, 16-bit or otherwise
+    by their range. Other modes are returned as they are (Pillow reads 16-bit RGB and RGBA as 8
+    bits a channel already, keeping the high byte)."""
     if image.mode not in _SIXTEEN_BIT and image.mode != "I":
         return image
-    values = np.asarray(image).astype(np.int64)
-    low, high = (0, 65535) if image.mode in _SIXTEEN_BIT else _int_range(values)
-    scaled = ((values - low) * 255 + (high - low) // 2) // max(high - low, 1)
-    return Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8))
-
-
-def _int_range(values: np.ndarray) -> tuple[int, int]:
-    """The range that 32-bit integer pixels are scaled from: 16 bits if they fit, else their own."""
-    low, high = int(values.min()), int(values.max())
-    return (0, 65535) if low >= 0 and high <= 65535 else (low, high)
+    values = np.asarray(image)
+    if image.mode == "I":
+        low, high = int(values.min()), int(values.max())
+        if low >= 0 and high <= 255:
+            return image  # Pillow's conversion keeps these levels
+        if low < 0 or high > 65535:
+            return Image.fromarray(
+                ((values.astype(np.float32) - low) * np.float32(255 / (high - low))).astype(np.uint8)
+            )
+    return Image.fromarray((values >> 8).astype(np.uint8))  # the high byte: v * 257 -> v exactly
 
 
 def _shrink_factor(size: tuple[int, int], working_side: int | None) -> int:

@@ -73,6 +73,11 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
     return JSONResponse(error_body(code, message), status_code=status, headers=headers)
 
 
+def internal_error_response() -> JSONResponse:
+    """The answer to an exception nothing handled (app.middleware sends it, with the request's id)."""
+    return error_response(500, "internal_error", "an unexpected error occurred; it has been logged")
+
+
 def documented(code: str, text: str) -> dict[str, object]:
     """An error response as the OpenAPI schema shows it."""
     example = {"error": {"code": code, "message": text, "request_id": "3f2a…"}}
@@ -101,7 +106,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Every error leaves as the one JSON shape; nothing leaks a stack trace."""
+    """Every error leaves as the one JSON shape; nothing leaks a stack trace (see also
+    app.middleware for the 500)."""
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -129,7 +135,6 @@ def install_error_handlers(app: FastAPI) -> None:
         log.info("client disconnected before its request was read", extra={"path": request.url.path})
         return Response(status_code=CLIENT_CLOSED)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error", exc_info=exc)
-        return error_response(500, "internal_error", "an unexpected error occurred; it has been logged")
+    # Any other exception is answered by app.middleware.RequestContextMiddleware: a handler for
+    # Exception here would run in starlette's outermost layer, outside that middleware, and its 500
+    # would leave without the request's id and the security headers.

@@ -136,6 +136,30 @@ def test_metrics_exposes_requests_latency_batches_queue(client, digit_png):
         assert name in text
 
 
+def test_an_unhandled_error_is_a_500_with_the_request_id_and_security_headers(client, digit_png, monkeypatch):
+    from app.api.routes import predict
+
+    async def broken(*_: object) -> None:
+        raise RuntimeError("a fault of ours")
+
+    monkeypatch.setattr(predict, "classify", broken)
+    r = client.post("/v1/predict", content=digit_png, headers={**PNG, "X-Request-ID": "caller-42"})
+    assert r.status_code == 500
+    assert r.json() == {
+        "error": {
+            "code": "internal_error",
+            "message": "an unexpected error occurred; it has been logged",
+            "request_id": "caller-42",
+        }
+    }
+    assert r.headers["x-request-id"] == "caller-42"
+    assert r.headers["x-content-type-options"] == "nosniff" and r.headers["x-frame-options"] == "DENY"
+    assert (
+        r.headers["referrer-policy"] == "no-referrer" and "default-src 'none'" in r.headers["content-security-policy"]
+    )
+    assert 'route="/v1/predict",status="500"} 1.0' in client.get("/metrics").text
+
+
 def test_openapi_documents_the_api(client):
     spec = client.get("/openapi.json").json()
     assert {"/v1/predict", "/v1/predict/batch", "/v1/attention", "/v1/models", "/healthz", "/readyz"} <= set(

@@ -12,7 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import ApiError, internal_error_response, send_error
 from app.logs import request_id_var
-from app.metrics import Metrics
+from app.metrics import Metrics, method_label
 
 log = logging.getLogger("app.access")
 # On every response. The pages (/, /docs, /redoc) set a content security policy of their own; every
@@ -27,8 +27,8 @@ DEFAULT_POLICY = (b"content-security-policy", b"default-src 'none'; frame-ancest
 
 class RequestContextMiddleware:
     """Gives each request an id (the client's ``X-Request-ID`` or a new one), returns it in the
-    response header with the security headers, logs the request, and counts it by route template
-    and status. An exception nothing else handled is answered here, as a 500 in the API's
+    response header with the security headers, logs the request, and counts it by route template,
+    method and status. An exception nothing else handled is answered here, as a 500 in the API's
     error shape, so that it carries the id and the headers like every other answer."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics):
@@ -81,7 +81,7 @@ class RequestContextMiddleware:
         finally:
             elapsed = time.perf_counter() - start
             route = self._route_template(scope)
-            self.metrics.requests.labels(route, scope["method"], str(status)).inc()
+            self.metrics.requests.labels(route, method_label(scope["method"]), str(status)).inc()
             self.metrics.latency.labels(route).observe(elapsed)
             if status >= 400 or log.isEnabledFor(logging.DEBUG):
                 log.info(

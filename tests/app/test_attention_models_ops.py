@@ -1,4 +1,5 @@
 import io
+import re
 import time
 
 import numpy as np
@@ -134,6 +135,16 @@ def test_metrics_exposes_requests_latency_batches_queue(client, digit_png):
         "vit_digits_inference_seconds_bucket",
     ):
         assert name in text
+
+
+def test_metrics_method_label_takes_standard_methods_and_other(client):
+    for method in ("BREW", "XYZZY1", "GETT"):  # made-up methods: h11 and httptools pass them on
+        assert client.request(method, "/healthz").status_code == 405
+    client.request("PATCH", "/healthz")
+    text = client.get("/metrics").text
+    methods = set(re.findall(r'vit_digits_requests_total\{method="([^"]+)"', text))
+    assert methods == {"GET", "PATCH", "other"}
+    assert 'vit_digits_requests_total{method="other",route="/healthz",status="405"} 3.0' in text
 
 
 def test_an_unhandled_error_is_a_500_with_the_request_id_and_security_headers(client, digit_png, monkeypatch):

@@ -239,15 +239,27 @@ def _stop(process: BaseProcess, wait_s: float) -> None:
 
 
 def serve(sock: socket.socket, task: Task, memory_bytes: int) -> None:
-    """A worker's life: limits set, then ``task`` on each input until the parent closes the socket."""
+    """A worker's life: limits set, then ``task`` on each input until the parent closes the socket.
+
+    Its standard output and error go to /dev/null: C libraries write there what they make of the
+    inputs (libtiff's complaints about a hostile file), which would land raw among the server's
+    JSON log lines; a task reports through its answer."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent stops us
     _die_with_parent()
     _limit_memory(memory_bytes)
+    _silence_output()
     sock.setblocking(True)
     with sock:
         while (payload := _receive(sock)) is not None:
             answer = task(payload)
             sock.sendall(_LENGTH.pack(len(answer)) + answer)
+
+
+def _silence_output() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for fd in (1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 def _die_with_parent() -> None:

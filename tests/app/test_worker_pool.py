@@ -8,7 +8,6 @@ import asyncio
 import os
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import TypeVar
 
 import pytest
@@ -16,6 +15,7 @@ import pytest
 from app.worker_pool import Limits, Task, WorkerDiedError, WorkerPool, WorkerTimeoutError
 from tests.app.pool_tasks import command, pillow_load
 from tests.crafted import tiff_with_strip_offsets
+from tests.processes import alive, rss_mb
 
 T = TypeVar("T")
 MB = 1 << 20
@@ -33,26 +33,6 @@ def with_pool(test: Callable[[WorkerPool], Awaitable[T]], task: Task = command, 
             await pool.close()
 
     return asyncio.run(main())
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state != "Z"
-
-
-def cpu_ticks(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def test_pool_answers_and_keeps_its_workers():

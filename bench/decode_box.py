@@ -10,7 +10,7 @@ spends, the decoding itself excluded where it runs elsewhere) and, for the decod
 time of both processes together (what a saturated server pays per picture). One decoder process,
 as a server worker has by default.
 
-    PYTHONPATH=. .venv/bin/python bench/decode_box.py [--calls 1000] [--repeat 5]
+    .venv/bin/python bench/decode_box.py [--calls 1000] [--repeat 5]
 """
 
 from __future__ import annotations

@@ -47,7 +47,12 @@ _TRACE_CHARS = 4000  # of an unexpected exception's traceback, sent to the serve
 
 
 class DecodeTimeoutError(TimeoutError):
-    """The picture was not decoded in time; its decoder process was killed."""
+    """The picture was not decoded in time: ``by_decode_limit`` if it took longer than a picture
+    may (``timeout_s``; its decoder was killed), else the caller's timeout passed first."""
+
+    def __init__(self, message: str, by_decode_limit: bool):
+        super().__init__(message)
+        self.by_decode_limit = by_decode_limit
 
 
 @dataclass(frozen=True)
@@ -134,7 +139,7 @@ class Decoder:
         try:
             answer = await self.pool.run(request, timeout, task_timeout=self.timeout_s)
         except WorkerTimeoutError as exc:
-            raise DecodeTimeoutError(str(exc)) from None
+            raise DecodeTimeoutError(str(exc), by_decode_limit=exc.task_limit) from None
         except WorkerDiedError:
             raise ImageError("invalid_image", "the picture could not be decoded: its decoder crashed") from None
         return read_answer(answer, pre)

@@ -104,8 +104,8 @@ async def preprocess(data: bytes, pre: Preprocessing, decoder: Decoder, deadline
         return await decoder.prepare(data, pre, deadline.remaining())
     except ImageError as exc:
         raise PipelineError(exc.code, str(exc)) from None
-    except DecodeTimeoutError:
-        if deadline.remaining() <= 0:
+    except DecodeTimeoutError as exc:
+        if not exc.by_decode_limit:
             raise deadline.missed() from None
         message = f"decoding the picture took more than {decoder.timeout_s} s, the most one picture may take"
         raise PipelineError("inference_timeout", message) from None

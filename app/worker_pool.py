@@ -42,7 +42,12 @@ _EXIT_WAIT_S = 1.0  # how long a worker told to stop may take before it is kille
 
 
 class WorkerTimeoutError(TimeoutError):
-    """The task was not done by its deadline; its worker was killed."""
+    """The task was not done in time (a worker running it was killed); ``task_limit`` if the limit
+    that passed was the task's own (``task_timeout``), not the overall one."""
+
+    def __init__(self, message: str, task_limit: bool = False):
+        super().__init__(message)
+        self.task_limit = task_limit
 
 
 class WorkerDiedError(RuntimeError):
@@ -122,11 +127,15 @@ class WorkerPool:
         loop = asyncio.get_running_loop()
         until = loop.time() + timeout
         worker = await self._take(until)
+        if loop.time() >= until:  # free only as the deadline passed: nothing to start
+            self._idle.put_nowait(worker)
+            raise WorkerTimeoutError(f"no {self.name} process was free before the deadline")
+        task_limit = task_timeout is not None and loop.time() + task_timeout < until
         if task_timeout is not None:
             until = min(until, loop.time() + task_timeout)
         waiter: asyncio.Future[bytes] = loop.create_future()
         worker.replies.waiter = waiter
-        expiry = loop.call_at(until, _expire, waiter)
+        expiry = loop.call_at(until, _expire, waiter, task_limit)
         try:
             worker.transport.writelines([_LENGTH.pack(len(payload)), payload])
             answer = await waiter
@@ -220,9 +229,9 @@ class WorkerPool:
         return process, ours
 
 
-def _expire(waiter: asyncio.Future[bytes]) -> None:
+def _expire(waiter: asyncio.Future[bytes], task_limit: bool) -> None:
     if not waiter.done():
-        waiter.set_exception(WorkerTimeoutError("the task ran past its deadline; its worker was killed"))
+        waiter.set_exception(WorkerTimeoutError("the task ran past its time; its worker was killed", task_limit))
 
 
 def _stop(process: BaseProcess, wait_s: float) -> None:

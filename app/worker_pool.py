@@ -39,6 +39,7 @@ Task = Callable[[bytes], bytes]
 _LENGTH = struct.Struct("<Q")  # every message on a worker's socket: its length, then its bytes
 _PR_SET_PDEATHSIG = 1  # prctl(2)
 _EXIT_WAIT_S = 1.0  # how long a worker told to stop may take before it is killed
+_RETRY_S = 1.0  # a replacement that could not be started (out of processes or memory) is tried again after this
 
 
 class WorkerTimeoutError(TimeoutError):
@@ -153,10 +154,9 @@ class WorkerPool:
         return answer
 
     async def close(self) -> None:
-        """Stop every worker: told to (end of input), killed if it has not exited within a second."""
+        """Stop every worker: told to (end of input), killed if it has not exited within a second.
+        Replacements being started finish first (a fork cannot be called back), then stop."""
         self._closed = True
-        for pending in list(self._pending):
-            pending.cancel()
         await asyncio.gather(*self._pending, return_exceptions=True)
         workers, self._workers = list(self._workers), set()
         for worker in workers:
@@ -194,8 +194,13 @@ class WorkerPool:
 
     async def _reap_and_add(self, process: BaseProcess) -> None:
         await asyncio.to_thread(_stop, process, _EXIT_WAIT_S)
-        if not self._closed:
-            await self._add()
+        while not self._closed:
+            try:
+                await self._add()
+                return
+            except OSError as exc:  # fork or socketpair failed: the pool is a worker short until it works
+                log.error("could not start a %s process; trying again", self.name, exc_info=exc)
+                await asyncio.sleep(_RETRY_S)
 
     async def _add(self) -> None:
         """Start one worker (in a thread: forking blocks) and make it available."""

@@ -44,8 +44,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
     async def load() -> None:
         try:
-            await state.decoding.pool.start()
-            loaded = await asyncio.get_running_loop().run_in_executor(executor, load_models, state.settings)
+            models = asyncio.get_running_loop().run_in_executor(executor, load_models, state.settings)
+            loaded, _ = await asyncio.gather(models, state.decoding.pool.start())  # one waits on the other's core
             state.registry = build_registry(loaded, state.settings, state.metrics, executor)
         except Exception as exc:
             _load_failed(app, exc)

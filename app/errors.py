@@ -91,6 +91,12 @@ def error_response(
     return JSONResponse(error_body(code, message, path), status_code=status, headers=headers)
 
 
+def internal_error_response(path: str = "") -> JSONResponse:
+    """The answer to an exception nothing handled (app.middleware sends it, with the request's id), in
+    the shape of the protocol ``path`` speaks."""
+    return error_response(500, "internal_error", "an unexpected error occurred; it has been logged", path=path)
+
+
 def documented(code: str, text: str) -> dict[str, object]:
     """An error response as the OpenAPI schema shows it."""
     example = {"error": {"code": code, "message": text, "request_id": "3f2a…"}}
@@ -141,7 +147,8 @@ OIP_INFER_ERRORS: dict[int | str, dict[str, object]] = {
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Every error leaves as the JSON shape of the protocol its path speaks; nothing leaks a stack trace."""
+    """Every error leaves as the JSON shape of the protocol its path speaks; nothing leaks a stack trace
+    (the 500 is answered in app.middleware)."""
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -173,8 +180,6 @@ def install_error_handlers(app: FastAPI) -> None:
         log.info("client disconnected before its request was read", extra={"path": request.url.path})
         return Response(status_code=CLIENT_CLOSED)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error", exc_info=exc)
-        message = "an unexpected error occurred; it has been logged"
-        return error_response(500, "internal_error", message, path=request.scope["path"])
+    # Any other exception is answered by app.middleware.RequestContextMiddleware: a handler for
+    # Exception here would run in starlette's outermost layer, outside that middleware, and its 500
+    # would leave without the request's id and the security headers.

@@ -15,15 +15,17 @@ from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app.api.routes import attention, docs, health, models, page, predict, v2
+from app.decoding import Decoder, decode_task
 from app.errors import install_error_handlers
 from app.metrics import Metrics
 from app.middleware import ApiKeyMiddleware, BodyLimitMiddleware, RequestContextMiddleware
 from app.openapi import document_api
-from app.pipeline import Decoding
 from app.registry import ModelLoadError, build_registry, load_models
 from app.settings import Settings
+from app.worker_pool import Limits, WorkerPool
 
 log = logging.getLogger(__name__)
+MB = 1 << 20
 YOUNG_GC_THRESHOLD = 20_000  # allocations between collections of the youngest generation (CPython: 700)
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (<malloc.h>)
 MMAP_THRESHOLD = 1 << 20  # bytes: allocations this big get mappings of their own, unmapped when freed
@@ -31,17 +33,19 @@ MMAP_THRESHOLD = 1 << 20  # bytes: allocations this big get mappings of their ow
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Load and warm up the models: in the background (/healthz answers at once, /readyz once done),
-    or before uvicorn starts listening if ``load_before_listen``. If they cannot be loaded, the
-    server stops (see :func:`_load_failed`), unless ``on_load_failure`` is ``stay``."""
+    """Start the decoder processes, load and warm up the models: in the background (/healthz answers
+    at once, /readyz once done), or before uvicorn starts listening if ``load_before_listen``. If
+    they cannot be started or loaded, the server stops (see :func:`_load_failed`), unless
+    ``on_load_failure`` is ``stay``. On shutdown the decoder processes are stopped."""
     state = app.state
     _return_freed_memory()
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-    state.decoding = _decoding(state.settings)
+    state.decoding = _decoder(state.settings)
 
     async def load() -> None:
         try:
-            loaded = await asyncio.get_running_loop().run_in_executor(executor, load_models, state.settings)
+            models = asyncio.get_running_loop().run_in_executor(executor, load_models, state.settings)
+            loaded, _ = await asyncio.gather(models, state.decoding.pool.start())  # one waits on the other's core
             state.registry = build_registry(loaded, state.settings, state.metrics, executor)
         except Exception as exc:
             _load_failed(app, exc)
@@ -62,15 +66,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if state.registry is not None:
         await state.registry.stop()
     executor.shutdown(wait=False, cancel_futures=True)
-    state.decoding.threads.shutdown(wait=False, cancel_futures=True)
+    await state.decoding.pool.close()
     log.info("app shut down")
 
 
-def _decoding(settings: Settings) -> Decoding:
-    """Big pictures are decoded in these threads, a bounded number at a time: that bounds their
-    memory and CPU."""
-    threads = ThreadPoolExecutor(settings.max_concurrent_decodes, thread_name_prefix="decode")
-    return Decoding(settings.max_image_pixels, settings.max_full_decode_pixels, threads)
+def _decoder(settings: Settings) -> Decoder:
+    """Uploads are decoded in ``max_concurrent_decodes`` processes of this worker's own, under
+    the decode limits (app.decoding); started by :func:`lifespan`."""
+    limits = Limits(settings.max_concurrent_decodes, settings.decode_memory_mb * MB, settings.decode_max_tasks)
+    pool = WorkerPool(decode_task, limits, name="decoder")
+    return Decoder(pool, settings.max_image_pixels, settings.max_full_decode_pixels, settings.decode_timeout_s)
 
 
 def _load_failed(app: FastAPI, exc: Exception) -> None:

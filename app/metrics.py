@@ -13,8 +13,16 @@ import os
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.multiprocess import MultiProcessCollector
 
+# The request methods of HTTP (RFC 9110 and PATCH); any other counts as "other", so that a client
+# sending made-up methods cannot add label values without bound
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+def method_label(method: str) -> str:
+    """The ``method`` label of a request: its method if standard, else ``other``."""
+    return method if method in HTTP_METHODS else "other"
 
 
 def multiprocess_dir() -> str | None:

@@ -11,9 +11,9 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import OIP_PREFIX, ApiError, send_error, speaks_oip
+from app.errors import OIP_PREFIX, ApiError, internal_error_response, send_error, speaks_oip
 from app.logs import request_id_var
-from app.metrics import Metrics
+from app.metrics import Metrics, method_label
 
 log = logging.getLogger("app.access")
 # On every response. The pages (/, /docs, /redoc) set a content security policy of their own; every
@@ -29,8 +29,9 @@ OIP_HEALTH = OIP_PREFIX + "/health/"
 
 class RequestContextMiddleware:
     """Gives each request an id (the client's ``X-Request-ID`` or a new one), returns it in the
-    response header with the security headers, logs the request, and counts it by route template
-    and status."""
+    response header with the security headers, logs the request, and counts it by route template,
+    method and status. An exception nothing else handled is answered here, as a 500 in the API's
+    error shape, so that it carries the id and the headers like every other answer."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics):
         self.app, self.metrics = app, metrics
@@ -67,12 +68,12 @@ class RequestContextMiddleware:
         incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         request_id = incoming if 0 < len(incoming) <= 128 and incoming.isprintable() else uuid.uuid4().hex
         token = request_id_var.set(request_id)
-        start, status = time.perf_counter(), 500
+        start, status, started = time.perf_counter(), 500, False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started = message["status"], True
                 headers = [*message.get("headers", []), (b"x-request-id", request_id.encode()), *SECURITY_HEADERS]
                 if not any(name.lower() == DEFAULT_POLICY[0] for name, _ in headers):
                     headers.append(DEFAULT_POLICY)
@@ -81,10 +82,15 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception as exc:  # what no handler answered: logged, and a 500 if nothing was sent yet
+            log.exception("unhandled error", exc_info=exc)
+            if started:
+                raise  # the answer is under way: the server closes the connection
+            await internal_error_response(scope["path"])(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - start
             route = self._route_template(scope)
-            self.metrics.requests.labels(route, scope["method"], str(status)).inc()
+            self.metrics.requests.labels(route, method_label(scope["method"]), str(status)).inc()
             self.metrics.latency.labels(route).observe(elapsed)
             if status >= 400 or log.isEnabledFor(logging.DEBUG):
                 log.info(

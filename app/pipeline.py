@@ -9,27 +9,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
-from PIL import Image
 
 from app.batcher import MicroBatcher, QueueFullError
+from app.decoding import Decoder, DecodeTimeoutError
 from app.inference import Prediction
 from app.registry import ServedModel
 from model.meta import Preprocessing
-from model.preprocess import ImageError, Prepared, load_image, open_image, prepare
+from model.preprocess import ImageError, Prepared
 
 R = TypeVar("R", bound=Prediction)
 T = TypeVar("T")
-
-# Up to this many pixels an image is preprocessed right on the event loop: for a small digit the
-# work (a few hundred microseconds) costs about what a hop to a worker thread costs. Larger
-# pictures (photos) go to the decoding threads (``max_concurrent_decodes`` of them), so that they
-# never stall other requests and their memory stays bounded however many arrive at once.
-INLINE_PIXELS = 256 * 256
 
 
 class PipelineError(Exception):
@@ -43,15 +36,6 @@ class PipelineError(Exception):
     def __init__(self, code: str, message: str):
         super().__init__(message)
         self.code, self.message = code, message
-
-
-@dataclass(frozen=True)
-class Decoding:
-    """How uploads are decoded: the size caps, and the threads for pictures too big for the event loop."""
-
-    max_pixels: int
-    max_full_decode_pixels: int
-    threads: Executor
 
 
 @dataclass(frozen=True)
@@ -73,7 +57,7 @@ class Deadline:
 
 
 async def classify(
-    data: bytes, served: ServedModel, batcher: MicroBatcher[R], decoding: Decoding, deadline: Deadline, reject: bool
+    data: bytes, served: ServedModel, batcher: MicroBatcher[R], decoder: Decoder, deadline: Deadline, reject: bool
 ) -> tuple[Prepared, R]:
     """One picture's whole way: decoded and preprocessed for ``served``, inferred by ``batcher`` (one
     of its batchers), all within ``deadline``; with ``reject``, a non-digit is ``not_a_digit``.
@@ -81,7 +65,7 @@ async def classify(
     Raises:
         PipelineError: the picture gets no answer.
     """
-    prepared = await preprocess(data, served.meta.preprocess, decoding, deadline)
+    prepared = await preprocess(data, served.meta.preprocess, decoder, deadline)
     result = await infer(batcher, prepared, deadline)
     if reject and not result.is_digit:
         raise not_a_digit(result, served.meta.calibration.threshold)
@@ -89,7 +73,7 @@ async def classify(
 
 
 async def classify_each(
-    pictures: list[bytes], served: ServedModel, decoding: Decoding, deadline: Deadline, reject: bool
+    pictures: list[bytes], served: ServedModel, decoder: Decoder, deadline: Deadline, reject: bool
 ) -> list[tuple[Prepared, Prediction] | PipelineError]:
     """Many pictures, each classified on its own (:func:`classify`; the batcher batches their
     inference together): each gets its answer or its own error.
@@ -100,14 +84,14 @@ async def classify_each(
     room = served.predict.room()
     if room < len(pictures):
         raise queue_full(QueueFullError(f"room for {room} more images"))
-    return await asyncio.gather(*(_classify_one(data, served, decoding, deadline, reject) for data in pictures))
+    return await asyncio.gather(*(_classify_one(data, served, decoder, deadline, reject) for data in pictures))
 
 
 async def _classify_one(
-    data: bytes, served: ServedModel, decoding: Decoding, deadline: Deadline, reject: bool
+    data: bytes, served: ServedModel, decoder: Decoder, deadline: Deadline, reject: bool
 ) -> tuple[Prepared, Prediction] | PipelineError:
     try:
-        return await classify(data, served, served.predict, decoding, deadline, reject)
+        return await classify(data, served, served.predict, decoder, deadline, reject)
     except PipelineError as exc:
         return exc
 
@@ -116,7 +100,7 @@ async def classify_all(
     pictures: list[bytes],
     served: ServedModel,
     batcher: MicroBatcher[R],
-    decoding: Decoding,
+    decoder: Decoder,
     deadline: Deadline,
     reject: bool,
 ) -> list[tuple[Prepared, R]]:
@@ -130,7 +114,7 @@ async def classify_all(
     """
     _ensure_room(batcher, len(pictures))
     answers = await asyncio.gather(
-        *(classify(data, served, batcher, decoding, deadline, reject) for data in pictures), return_exceptions=True
+        *(classify(data, served, batcher, decoder, deadline, reject) for data in pictures), return_exceptions=True
     )
     return _all_answered(answers, "picture")
 
@@ -173,45 +157,23 @@ def _all_answered(answers: Sequence[T | BaseException], what: str) -> list[T]:
     return [answer for answer in answers if not isinstance(answer, BaseException)]
 
 
-async def preprocess(data: bytes, pre: Preprocessing, decoding: Decoding, deadline: Deadline) -> Prepared:
-    """Decode and normalise ``data`` as the model was trained: on the event loop if small, else in one
-    of the decoding threads, waiting for one at most until ``deadline``.
-
-    An exception raised in a decoding thread would come back inside a reference cycle holding the
-    upload and the half-decoded image, freed only by the next garbage collection (which
-    ``app.main`` makes rarer); so the thread returns the error as a value, and it is raised here
-    without this frame keeping a reference to it. A picture still waiting for a thread when the
-    deadline passes is dropped from the queue; one being decoded finishes in its thread (a bounded
-    cost: the caps).
+async def preprocess(data: bytes, pre: Preprocessing, decoder: Decoder, deadline: Deadline) -> Prepared:
+    """Decode and normalise ``data`` as the model was trained, in a decoder process
+    (:mod:`app.decoding`), waiting for one at most until ``deadline``.
 
     Raises:
-        PipelineError: the codes of :class:`model.preprocess.ImageError`, or ``inference_timeout``.
+        PipelineError: the codes of :class:`model.preprocess.ImageError`, or ``inference_timeout``
+            (the deadline, or the most time one picture may take to decode, passed).
     """
     try:
-        image = open_image(data, decoding.max_pixels, decoding.max_full_decode_pixels)  # header only
-        if image.width * image.height <= INLINE_PIXELS:
-            return prepare(load_image(image), pre.mean, pre.std, pre.image_size)
+        return await decoder.prepare(data, pre, deadline.remaining())
     except ImageError as exc:
-        raise PipelineError(exc.code, str(exc)) from exc
-    work = asyncio.get_running_loop().run_in_executor(decoding.threads, _prepare_or_error, image, pre)
-    try:
-        result = await asyncio.wait_for(work, deadline.remaining())
-    except TimeoutError:
-        raise deadline.missed() from None
-    if isinstance(result, Prepared):
-        return result
-    try:
-        raise result
-    finally:
-        del result
-
-
-def _prepare_or_error(image: Image.Image, pre: Preprocessing) -> Prepared | PipelineError:
-    """:func:`preprocess`'s work in a decoding thread, a bad picture's error returned, not raised."""
-    try:
-        return prepare(load_image(image), pre.mean, pre.std, pre.image_size)
-    except ImageError as exc:
-        return PipelineError(exc.code, str(exc))
+        raise PipelineError(exc.code, str(exc)) from None
+    except DecodeTimeoutError as exc:
+        if not exc.by_decode_limit:
+            raise deadline.missed() from None
+        message = f"decoding the picture took more than {decoder.timeout_s} s, the most one picture may take"
+        raise PipelineError("inference_timeout", message) from None
 
 
 async def infer(batcher: MicroBatcher[R], prepared: Prepared, deadline: Deadline) -> R:

@@ -67,8 +67,23 @@ class Settings(BaseSettings):
     max_concurrent_decodes: int = Field(
         1,
         ge=1,
-        description="pictures over 256x256 decoded and preprocessed at once, per worker; the others wait within "
-        "their deadline (it bounds their memory)",
+        description="decoder processes per worker: pictures decoded and preprocessed at once, each in a process of "
+        "its own with the limits below; others wait, within their deadline",
+    )
+    decode_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="most seconds one picture may spend in its decoder process (within the request's deadline): past "
+        "it, or past the deadline, the process is killed (the work stops) and replaced, and the picture gets 504",
+    )
+    decode_memory_mb: int = Field(
+        200,
+        ge=64,
+        description="address space a decoder process may map beyond what it holds when it starts (RLIMIT_AS): a "
+        "picture that needs more gets 413 image_too_large; docs/HARDENING.md has what the biggest pictures need",
+    )
+    decode_max_tasks: int = Field(
+        1000, ge=1, description="pictures a decoder process decodes before a fresh one takes its place"
     )
     max_batch_files: int = Field(64, ge=1, description="most images in one /v1/predict/batch request")
     reject_non_digits: bool = Field(

@@ -3,9 +3,14 @@
 MNIST digits are light strokes on black, size-normalised to fit 20x20 keeping their aspect
 ratio, and placed in 28x28 with the centre of mass at the centre. A user's photo or drawing is
 usually dark ink on light paper, anywhere and at any size; without the same normalisation the
-model misreads it. The steps: decode (with a pixel cap; a big picture at reduced size), EXIF
-orientation, transparency as background, grayscale, auto-invert, background removal, crop to the
-ink, fit into 20x20, centre the mass in 28x28, normalise with the training mean/std.
+model misreads it. The steps: decode (the container's structure screened, a pixel cap; a big
+picture at reduced size; 16 bits a sample scaled to 8), EXIF orientation, transparency as
+background, grayscale, auto-invert, background removal, crop to the ink, fit into 20x20, centre
+the mass in 28x28, normalise with the training mean/std.
+
+Decoding runs third-party codecs on untrusted bytes: every exception they raise is an
+:class:`ImageError`, and the service runs all of this in decoder processes whose time and memory
+it bounds (app/decoding.py).
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import ExifTags, Image, ImageFilter, ImageOps, PngImagePlugin, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFilter, PngImagePlugin, UnidentifiedImageError
+
+from model.screening import ScreeningError, screen
 
 ALLOWED_FORMATS = frozenset({"PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF"})
 DEFAULT_MAX_PIXELS = 25_000_000
@@ -28,7 +35,7 @@ DEFAULT_MAX_FULL_DECODE_PIXELS = 10_000_000
 # Smaller pictures are left as they are (their output does not change).
 WORKING_SIDE = 512
 _OPAQUE = 0.95  # a picture with alpha all above this has no real transparency
-_TRANSPOSE = {  # EXIF orientation -> the transpose that turns the picture upright (as ImageOps does)
+_TRANSPOSE = {  # EXIF orientation -> the transpose that turns the picture upright (as ImageOps.exif_transpose)
     2: Image.Transpose.FLIP_LEFT_RIGHT,
     3: Image.Transpose.ROTATE_180,
     4: Image.Transpose.FLIP_TOP_BOTTOM,
@@ -78,9 +85,12 @@ _FAINTEST = 0.5
 
 # Pillow inflates a PNG's compressed text chunks when it opens the file, before any pixel: up to
 # 1 MB a chunk and 64 MB an image by default, from a few kilobytes of upload each. The service
-# reads no text chunk; these caps bound what one upload can make it allocate at open time.
+# reads no text but what can carry the orientation: model.screening drops every other text chunk
+# unread, and keeps those only if they inflate within these caps, so Pillow never reaches them.
 PngImagePlugin.MAX_TEXT_CHUNK = 64 * 1024
 PngImagePlugin.MAX_TEXT_MEMORY = 256 * 1024
+_SIXTEEN_BIT = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})  # Pillow's modes of 16-bit grayscale
+_MESSAGE_CHARS = 200  # of a codec's exception message, in an ImageError's
 
 
 class ImageError(ValueError):
@@ -124,11 +134,15 @@ def open_image(
     if not data:
         raise ImageError("empty_image", "the image is empty (0 bytes)")
     try:
-        image: Image.Image = Image.open(io.BytesIO(data))  # lazy: reads the header only
+        image: Image.Image = Image.open(io.BytesIO(screen(data)))  # lazy: reads the header only
+    except ScreeningError as exc:
+        raise ImageError("invalid_image", f"the image is malformed: {exc}") from exc
     except UnidentifiedImageError as exc:
         raise ImageError("unsupported_format", f"not a recognised image; send one of {_formats()}") from exc
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise ImageError("invalid_image", f"cannot read the image header: {exc}") from exc
+    except MemoryError as exc:
+        raise _too_big_to_decode() from exc
+    except Exception as exc:  # a codec's parser on untrusted bytes: any exception is a broken header
+        raise ImageError("invalid_image", f"cannot read the image header: {_reason(exc)}") from exc
     if image.format not in ALLOWED_FORMATS:
         raise ImageError("unsupported_format", f"{image.format} images are not accepted; send one of {_formats()}")
     width, height = image.size
@@ -156,10 +170,60 @@ def load_image(image: Image.Image, working_side: int | None = WORKING_SIDE) -> I
         if factor > 1:
             return _load_reduced(image, working_side or 1)
         image.load()
-        image = ImageOps.exif_transpose(image) or image
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise ImageError("invalid_image", f"the image data is truncated or corrupt: {exc}") from exc
-    return image
+        return _upright(_eight_bit(image), _orientation(image))
+    except MemoryError as exc:
+        raise _too_big_to_decode() from exc
+    except Exception as exc:  # a codec on untrusted bytes: any exception is a broken picture
+        raise ImageError("invalid_image", f"the image data is truncated or corrupt: {_reason(exc)}") from exc
+
+
+def _reason(exc: Exception) -> str:
+    """A codec's exception for a client: its type if it has no message (``struct.error`` has one),
+    at most :data:`_MESSAGE_CHARS` characters."""
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= _MESSAGE_CHARS else text[:_MESSAGE_CHARS] + "..."
+
+
+def _too_big_to_decode() -> ImageError:
+    return ImageError("image_too_large", "decoding the picture needs more memory than a picture may use")
+
+
+def _orientation(image: Image.Image) -> int | None:
+    """The picture's EXIF orientation (1-8), if it has one that can be read.
+
+    EXIF is metadata any program writes as it likes (a ResolutionUnit as text, offsets past the
+    end); one that Pillow cannot parse is ignored and the picture read as stored, rather than
+    refusing a picture whose pixels are fine."""
+    try:
+        value = image.getexif().get(ExifTags.Base.Orientation)
+    except Exception:  # Pillow's EXIF parser raises struct.error, TypeError, KeyError, ... on bad EXIF
+        return None
+    return value if isinstance(value, int) else None
+
+
+def _upright(image: Image.Image, orientation: int | None) -> Image.Image:
+    """``image`` turned as its EXIF ``orientation`` says (only the pixels: no metadata is rewritten)."""
+    method = _TRANSPOSE.get(orientation) if orientation is not None else None
+    return image.transpose(method) if method is not None else image
+
+
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """16-bit grayscale scaled to 8 bits (Pillow's conversion clips it at 255: light paper and dark
+    ink alike would come out white). 32-bit integer pixels are read as 8-bit, 16-bit or otherwise
+    by their range. Other modes are returned as they are (Pillow reads 16-bit RGB and RGBA as 8
+    bits a channel already, keeping the high byte)."""
+    if image.mode not in _SIXTEEN_BIT and image.mode != "I":
+        return image
+    values = np.asarray(image)
+    if image.mode == "I":
+        low, high = int(values.min()), int(values.max())
+        if low >= 0 and high <= 255:
+            return image  # Pillow's conversion keeps these levels
+        if low < 0 or high > 65535:
+            return Image.fromarray(
+                ((values.astype(np.float32) - low) * np.float32(255 / (high - low))).astype(np.uint8)
+            )
+    return Image.fromarray((values >> 8).astype(np.uint8))  # the high byte: v * 257 -> v exactly
 
 
 def _shrink_factor(size: tuple[int, int], working_side: int | None) -> int:
@@ -169,12 +233,13 @@ def _shrink_factor(size: tuple[int, int], working_side: int | None) -> int:
 def _load_reduced(image: Image.Image, working_side: int) -> Image.Image:
     """:func:`load_image` for a big picture: decoded small where the format allows, then reduced to
     what :func:`ink_map` reads (grayscale, or the alpha channel of a drawing on a transparent canvas)."""
-    orientation = image.getexif().get(ExifTags.Base.Orientation)  # header data: read before the pixels
+    orientation = _orientation(image)  # header data: read before the pixels
     if image.format == "JPEG":  # no transparency: decoded straight to grayscale
         width, height = image.size
         factor = _shrink_factor(image.size, working_side)
         image.draft("L", (max(1, width // factor), max(1, height // factor)))
     image.load()
+    image = _eight_bit(image)
     factor = _shrink_factor(image.size, working_side)
     if _has_alpha(image):
         alpha = (image if image.mode in ("RGBA", "LA") else image.convert("RGBA")).getchannel("A")
@@ -189,8 +254,7 @@ def _load_reduced(image: Image.Image, working_side: int) -> Image.Image:
         image = image.convert("L")
     if factor > 1:
         image = image.reduce(factor)
-    method = _TRANSPOSE.get(orientation) if isinstance(orientation, int) else None
-    return image.transpose(method) if method is not None else image
+    return _upright(image, orientation)
 
 
 def _has_alpha(image: Image.Image) -> bool:

@@ -1,4 +1,4 @@
-"""What the routes take from ``app.state``: the settings, the loaded models, the decoding threads.
+"""What the routes take from ``app.state``: the settings, the loaded models, the decoder processes.
 
 Plain functions the routes call rather than FastAPI dependencies, whose graph FastAPI solves on
 every request: measured as the largest single cost of a ``/v1/predict`` request on the event loop
@@ -10,8 +10,8 @@ from __future__ import annotations
 from fastapi import Request
 
 from app.api.oip import model_version
+from app.decoding import Decoder
 from app.errors import ApiError, clip
-from app.pipeline import Decoding
 from app.registry import Registry, ServedModel
 from app.settings import Settings
 
@@ -38,10 +38,10 @@ def model_of(request: Request, model_id: str | None) -> ServedModel:
     return served
 
 
-def decoding_of(request: Request) -> Decoding:
-    """How this server decodes uploads: its size caps and decoding threads."""
-    decoding: Decoding = request.app.state.decoding
-    return decoding
+def decoding_of(request: Request) -> Decoder:
+    """How this server decodes uploads: its decoder processes and their limits."""
+    decoder: Decoder = request.app.state.decoding
+    return decoder
 
 
 def oip_model_of(request: Request, name: str, version: str | None) -> ServedModel:

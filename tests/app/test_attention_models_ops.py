@@ -1,4 +1,5 @@
 import io
+import re
 import time
 
 import numpy as np
@@ -134,6 +135,40 @@ def test_metrics_exposes_requests_latency_batches_queue(client, digit_png):
         "vit_digits_inference_seconds_bucket",
     ):
         assert name in text
+
+
+def test_metrics_method_label_takes_standard_methods_and_other(client):
+    for method in ("BREW", "XYZZY1", "GETT"):  # made-up methods: h11 and httptools pass them on
+        assert client.request(method, "/healthz").status_code == 405
+    client.request("PATCH", "/healthz")
+    text = client.get("/metrics").text
+    methods = set(re.findall(r'vit_digits_requests_total\{method="([^"]+)"', text))
+    assert methods == {"GET", "PATCH", "other"}
+    assert 'vit_digits_requests_total{method="other",route="/healthz",status="405"} 3.0' in text
+
+
+def test_an_unhandled_error_is_a_500_with_the_request_id_and_security_headers(client, digit_png, monkeypatch):
+    from app.api.routes import predict
+
+    async def broken(*_: object) -> None:
+        raise RuntimeError("a fault of ours")
+
+    monkeypatch.setattr(predict, "classify", broken)
+    r = client.post("/v1/predict", content=digit_png, headers={**PNG, "X-Request-ID": "caller-42"})
+    assert r.status_code == 500
+    assert r.json() == {
+        "error": {
+            "code": "internal_error",
+            "message": "an unexpected error occurred; it has been logged",
+            "request_id": "caller-42",
+        }
+    }
+    assert r.headers["x-request-id"] == "caller-42"
+    assert r.headers["x-content-type-options"] == "nosniff" and r.headers["x-frame-options"] == "DENY"
+    assert (
+        r.headers["referrer-policy"] == "no-referrer" and "default-src 'none'" in r.headers["content-security-policy"]
+    )
+    assert 'route="/v1/predict",status="500"} 1.0' in client.get("/metrics").text
 
 
 def test_openapi_documents_the_api(client):

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from tests.app.conftest import wait_ready
+from tests.processes import descendants
 from tests.servers import Output, free_port, start_app
 
 pytestmark = pytest.mark.slow  # each test starts a server of two workers
@@ -216,10 +217,31 @@ def test_workers_do_not_outlive_a_killed_arbiter(tiny_checkpoint):
     with server(tiny_checkpoint, port, VIT_DIGITS_WORKER_TIMEOUT_S="2") as proc:
         wait_ready(lambda path: httpx.get(f"http://127.0.0.1:{port}{path}", timeout=2))
         wait_for(lambda: len(children(proc.pid)) == 2)
-        workers = children(proc.pid)
+        everything = descendants(proc.pid)  # the workers and their decoder processes
         proc.kill()  # SIGKILL: no chance to stop its workers itself
         proc.wait(timeout=10)
-        wait_for(lambda: not any(_alive(pid) for pid in workers), timeout=20)
+        wait_for(lambda: not any(_alive(pid) for pid in everything), timeout=20)
+
+
+def test_workers_each_have_their_own_decoders_and_no_process_outlives_the_server(tiny_checkpoint):
+    """Per worker: a fork server, multiprocessing's resource tracker and one decoder process. A
+    worker killed outright takes its decoders with it; SIGTERM leaves no process behind."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with server(tiny_checkpoint, port) as proc:
+        wait_ready(lambda path: httpx.get(base + path, timeout=2))
+        wait_for(lambda: len(children(proc.pid)) == 2)
+        workers = children(proc.pid)
+        wait_for(lambda: all(len(descendants(worker)) == 3 for worker in workers), timeout=20)
+        killed, helpers = workers[0], descendants(workers[0])
+        os.kill(killed, signal.SIGKILL)
+        wait_for(lambda: not any(_alive(pid) for pid in helpers), timeout=20)
+        wait_for(lambda: len(children(proc.pid)) == 2 and killed not in children(proc.pid))
+        wait_for(lambda: len(descendants(proc.pid)) == 2 + 2 * 3, timeout=30)  # the replacement's too
+        everything = descendants(proc.pid)
+        proc.terminate()
+        assert proc.wait(timeout=20) == 0
+        wait_for(lambda: not any(_alive(pid) for pid in everything), timeout=10)
 
 
 def test_workers_an_address_in_use_is_a_clear_error(tiny_checkpoint):
@@ -288,3 +310,14 @@ def read_until_closed(s: socket.socket) -> bytes:
         while chunk := s.recv(65536):
             received += chunk
     return received
+
+
+def test_one_process_server_leaves_no_decoder_behind_on_sigterm(tiny_checkpoint):
+    port = free_port()
+    with server(tiny_checkpoint, port, workers=1) as proc:
+        wait_ready(lambda path: httpx.get(f"http://127.0.0.1:{port}{path}", timeout=2))
+        wait_for(lambda: len(descendants(proc.pid)) == 3, timeout=20)  # fork server, resource tracker, decoder
+        everything = descendants(proc.pid)
+        proc.terminate()
+        assert proc.wait(timeout=20) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once shut down
+        wait_for(lambda: not any(_alive(pid) for pid in everything), timeout=10)

@@ -74,7 +74,11 @@ class RequestContextMiddleware:
             nonlocal status, started
             if message["type"] == "http.response.start":
                 status, started = message["status"], True
-                headers = [*message.get("headers", []), (b"x-request-id", request_id.encode()), *SECURITY_HEADERS]
+                headers = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode("latin-1")),
+                    *SECURITY_HEADERS,
+                ]
                 if not any(name.lower() == DEFAULT_POLICY[0] for name, _ in headers):
                     headers.append(DEFAULT_POLICY)
                 message["headers"] = headers

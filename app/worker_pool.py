@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import math
 import multiprocessing
 import os
 import resource
@@ -125,6 +126,8 @@ class WorkerPool:
             WorkerTimeoutError: a deadline passed (a worker running the task was killed).
             WorkerDiedError: the worker ended before it answered (it is replaced).
         """
+        if not math.isfinite(timeout) or (task_timeout is not None and not math.isfinite(task_timeout)):
+            raise ValueError(f"timeouts must be finite; got {timeout}, {task_timeout}")
         loop = asyncio.get_running_loop()
         until = loop.time() + timeout
         worker = await self._take(until)
@@ -136,7 +139,12 @@ class WorkerPool:
             until = min(until, loop.time() + task_timeout)
         waiter: asyncio.Future[bytes] = loop.create_future()
         worker.replies.waiter = waiter
-        expiry = loop.call_at(until, _expire, waiter, task_limit)
+        try:
+            expiry = loop.call_at(until, _expire, waiter, task_limit)
+        except BaseException:  # the task never started: the worker is free
+            worker.replies.waiter = None
+            self._idle.put_nowait(worker)
+            raise
         try:
             worker.transport.writelines([_LENGTH.pack(len(payload)), payload])
             answer = await waiter

@@ -93,6 +93,8 @@ def is_small_png(data: bytes) -> bool:
 
 
 def _small_plain_header(data: bytes, at: int) -> bool:
+    if len(data) < at + 13:  # cut off inside its header: Pillow, in the box, says what is wrong
+        return False
     width, height, depth, _, _, _, interlace = struct.unpack_from(">IIBBBBB", data, at)
     return 0 < width <= SMALL_PNG_SIDE and 0 < height <= SMALL_PNG_SIDE and depth <= 8 and interlace == 0
 

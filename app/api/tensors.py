@@ -95,6 +95,15 @@ class InferCall:
         return any(output.name == name for output in self.outputs)
 
 
+# A caller's timeout beyond a day is no deadline (and 1e400 would overflow the conversion to seconds).
+MAX_TIMEOUT_US = 86_400e6
+# Inference-Header-Content-Length: a length within the body cap has at most this many digits.
+MAX_LENGTH_DIGITS = 12
+# Normalised pixels lie within a few units of 0; far larger values overflow the model's FP32
+# arithmetic into NaN answers.
+MAX_INPUT = 1e4
+
+
 def bad_request(message: str) -> ApiError:
     return ApiError(400, "invalid_request", message)
 
@@ -114,15 +123,15 @@ def read_infer_request(body: bytes, headers: Mapping[str, str], limits: TensorLi
         request = OipInferRequest.model_validate_json(header)
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise bad_request(f"{'.'.join(map(str, first['loc'])) or 'body'}: {first['msg']}") from None
+        raise bad_request(f"{clip('.'.join(map(str, first['loc']))) or 'body'}: {first['msg']}") from None
     if len(request.inputs) != 1:
         raise bad_request(f"send one input tensor, {IMAGE!r} or {INPUT!r}; got {len(request.inputs)}")
     (tensor,) = request.inputs
     (raw,) = _binary_parts(request.inputs, binary)
     parameters = request.parameters or {}
     call_timeout = _number(parameters, "timeout")
-    if call_timeout is not None and call_timeout <= 0:
-        raise bad_request("parameter 'timeout' must be a positive number of microseconds")
+    if call_timeout is not None and not 0 < call_timeout < MAX_TIMEOUT_US:
+        raise bad_request(f"parameter 'timeout' must be a positive number of microseconds below {MAX_TIMEOUT_US:.0e}")
     return InferCall(
         id=request.id,
         pictures=_pictures(tensor, raw, limits) if tensor.name == IMAGE else None,
@@ -137,7 +146,8 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     """The JSON header and the binary data after it."""
     if header_length is None:
         return body, b""
-    if not header_length.isdigit() or int(header_length) > len(body):
+    digits = header_length.isascii() and header_length.isdigit() and len(header_length) <= MAX_LENGTH_DIGITS
+    if not digits or int(header_length) > len(body):
         raise bad_request(f"Inference-Header-Content-Length {clip(header_length)!r} is not a length within the body")
     return body[: int(header_length)], body[int(header_length) :]
 
@@ -163,23 +173,27 @@ def _binary_parts(inputs: Sequence[OipRequestInput], binary: bytes) -> list[byte
     return parts
 
 
-def _check_tensor(tensor: OipRequestInput, datatype: str, rank: int, limits: TensorLimits) -> int:
+def _check_tensor(tensor: OipRequestInput, raw: bytes | None, datatype: str, rank: int, limits: TensorLimits) -> int:
     """The batch size of ``tensor``, checked: its datatype, rank and size; data in exactly one place."""
     wanted = "[N]" if rank == 1 else f"[N, {', '.join(map(str, limits.input_shape))}]"
     if tensor.datatype != datatype or len(tensor.shape) != rank:
-        shape = f"{tensor.datatype} {tensor.shape}"[:80]
-        raise bad_request(f"input {tensor.name!r} must be {datatype} {wanted}, not {shape}")
+        shape = clip(f"{tensor.datatype} {tensor.shape}")
+        raise bad_request(f"input {clip(tensor.name)!r} must be {datatype} {wanted}, not {shape}")
     if rank > 1 and tuple(tensor.shape[1:]) != limits.input_shape:
-        raise bad_request(f"input {tensor.name!r} must be {datatype} {wanted}, not {tensor.shape}")
+        raise bad_request(f"input {clip(tensor.name)!r} must be {datatype} {wanted}, not {clip(str(tensor.shape))}")
     count = tensor.shape[0]
     if not 1 <= count <= limits.max_batch:
-        raise bad_request(f"input {tensor.name!r}: between 1 and {limits.max_batch} per request, not {count}")
+        raise bad_request(
+            f"input {clip(tensor.name)!r}: between 1 and {limits.max_batch} per request, not {clip(str(count))}"
+        )
+    if raw is not None and tensor.data is not None:
+        raise bad_request(f"input {clip(tensor.name)!r}: data in JSON and in binary; send it in one place")
     return count
 
 
 def _pictures(tensor: OipRequestInput, raw: bytes | None, limits: TensorLimits) -> list[bytes]:
     """The encoded pictures of the BYTES [N] input ``image``."""
-    count = _check_tensor(tensor, "BYTES", 1, limits)
+    count = _check_tensor(tensor, raw, "BYTES", 1, limits)
     pictures = _bytes_elements(raw) if raw is not None else _json_bytes(tensor)
     if len(pictures) != count:
         raise bad_request(f"input {IMAGE!r} has shape [{count}] but {len(pictures)} elements")
@@ -221,7 +235,7 @@ def _inputs(tensor: OipRequestInput, raw: bytes | None, limits: TensorLimits) ->
     """The FP32 [N, C, S, S] input ``input``: already normalised model inputs, finite."""
     if tensor.name != INPUT:
         raise bad_request(f"unknown input {clip(tensor.name)!r}: send {IMAGE!r} (BYTES) or {INPUT!r} (FP32)")
-    count = _check_tensor(tensor, "FP32", 4, limits)
+    count = _check_tensor(tensor, raw, "FP32", 4, limits)
     shape = (count, *limits.input_shape)
     if raw is not None:
         if len(raw) != 4 * int(np.prod(shape)):
@@ -231,9 +245,11 @@ def _inputs(tensor: OipRequestInput, raw: bytes | None, limits: TensorLimits) ->
         array = _json_numbers(_data(tensor))
         if array.size != int(np.prod(shape)):
             raise bad_request(f"input {INPUT!r}: {array.size} numbers for shape {list(shape)}")
-    if not np.isfinite(array).all():
-        raise bad_request(f"input {INPUT!r}: every value must be finite")
-    return array.astype(np.float32, copy=False).reshape(shape)
+    with np.errstate(over="ignore"):  # beyond FP32's range becomes inf, refused below
+        array = array.astype(np.float32, copy=False)
+    if not np.isfinite(array).all() or float(np.abs(array).max()) > MAX_INPUT:
+        raise bad_request(f"input {INPUT!r}: every value must be finite and within ±{MAX_INPUT:g}")
+    return array.reshape(shape)
 
 
 def _json_numbers(data: list[OipParameter]) -> np.ndarray:

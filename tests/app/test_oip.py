@@ -163,3 +163,37 @@ def test_v2_requests_are_counted_by_route_template(client: TestClient, digit_png
     assert 'route="/v2/models/{name}/infer",status="200"' in metrics
     assert 'route="/v2/models/{name}",status="200"' in metrics
     assert "tiny" not in "".join(line for line in metrics.splitlines() if "requests_total{" in line)
+
+
+@pytest.mark.parametrize("timeout", ["NaN", "Infinity", "1" + "0" * 400])
+def test_a_timeout_that_is_no_number_of_microseconds_is_400_and_costs_no_decoder(
+    client: TestClient, digit_png: bytes, timeout: str
+) -> None:
+    # NaN once took a decoder process out of the pool for good: every later picture waited 10 s for 504
+    body = json.dumps(_json_pictures([digit_png]))[:-1] + f', "parameters": {{"timeout": {timeout}}}}}'
+    answer = client.post(INFER, content=body, headers={"content-type": "application/json"})
+    assert answer.status_code == 400 and "timeout" in answer.json()["error"]
+    assert client.post(INFER, json=_json_pictures([digit_png])).status_code == 200
+
+
+@pytest.mark.parametrize("length", [b"\xb2", b"0" * 4400 + b"2"])  # a latin-1 superscript two; 4,401 digits
+def test_a_header_length_that_is_no_ascii_length_is_400(client: TestClient, length: bytes) -> None:
+    headers = {b"content-type": b"application/octet-stream", b"inference-header-content-length": length}
+    answer = client.post(INFER, content=b"{}", headers=headers)
+    assert answer.status_code == 400 and "Inference-Header-Content-Length" in answer.json()["error"]
+
+
+def test_inputs_beyond_fp32_and_data_in_two_places_are_400(client: TestClient) -> None:
+    values = [1e39] + [0.0] * 783
+    tensor = {"name": "input", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": values}
+    assert client.post(INFER, json={"inputs": [tensor]}).status_code == 400
+    tensor = {**tensor, "data": [0.0] * 784, "parameters": {"binary_data_size": 3136}}
+    body, headers = _binary({"inputs": [tensor]}, np.zeros(784, "<f4").tobytes())
+    answer = client.post(INFER, content=body, headers=headers)
+    assert answer.status_code == 400 and "one place" in answer.json()["error"]
+
+
+def test_error_messages_clip_what_the_caller_sent(client: TestClient, digit_png: bytes) -> None:
+    body = {**_json_pictures([digit_png]), "q" * 100_000: 1}
+    answer = client.post(INFER, json=body)
+    assert answer.status_code == 400 and len(answer.json()["error"]) < 300

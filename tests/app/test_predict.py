@@ -206,3 +206,13 @@ def test_big_pictures_over_the_full_decode_cap_are_refused_but_jpeg_is_decoded_s
     Image.fromarray(photo).save(buf, "JPEG")
     r = client.post("/v1/predict", content=buf.getvalue(), headers={"content-type": "image/jpeg"})
     assert r.status_code == 200 and r.json()["inverted"] is True
+
+
+def test_a_png_cut_off_inside_its_header_is_400_alone_in_a_batch(client, digit_png):
+    # cut off after the IHDR chunk's header: the small-PNG check read past the end (a 500, the whole batch)
+    cut = digit_png[:20]
+    r = client.post("/v1/predict", content=cut, headers={"content-type": "image/png"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_image"
+    files = [("files", ("a.png", digit_png, "image/png")), ("files", ("b.png", cut, "image/png"))]
+    results = client.post("/v1/predict/batch", files=files).json()["results"]
+    assert "prediction" in results[0] and results[1]["error"]["code"] == "invalid_image"

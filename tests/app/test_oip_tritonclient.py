@@ -17,6 +17,9 @@ from tritonclient.utils import InferenceServerException
 from model.preprocess import prepare_bytes
 from tests.app.conftest import png_bytes, serve
 
+pytestmark = pytest.mark.slow  # each test starts a server process
+
+
 MODEL = "tiny"  # the tiny checkpoint's id: its file stem
 BATCH = 64
 

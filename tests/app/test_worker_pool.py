@@ -17,6 +17,9 @@ from tests.app.pool_tasks import command, pillow_load
 from tests.crafted import tiff_with_strip_offsets
 from tests.processes import alive, rss_mb
 
+pytestmark = pytest.mark.slow  # each test starts decoder processes
+
+
 T = TypeVar("T")
 MB = 1 << 20
 

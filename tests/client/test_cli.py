@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # each test starts a server process
+
 
 def _vit_digits(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(

@@ -33,6 +33,9 @@ from vit_digits_client import (
 )
 from vit_digits_client.errors import ConnectionFailed
 
+pytestmark = pytest.mark.slow  # each test starts a server process
+
+
 PNG = {"content-type": "image/png"}
 
 

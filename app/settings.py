@@ -62,7 +62,7 @@ class Settings(BaseSettings):
         DEFAULT_MAX_FULL_DECODE_PIXELS,
         ge=1,
         description="image size cap for the formats decoded at full size (all but JPEG), whose decoding cost "
-        "grows with their size",
+        "grows with their size; WebP, which takes twice the memory a pixel, gets half of it",
     )
     max_concurrent_decodes: int = Field(
         1,
@@ -77,7 +77,7 @@ class Settings(BaseSettings):
         "it, or past the deadline, the process is killed (the work stops) and replaced, and the picture gets 504",
     )
     decode_memory_mb: int = Field(
-        200,
+        150,
         ge=64,
         description="address space a decoder process may map beyond what it holds when it starts (RLIMIT_AS): a "
         "picture that needs more gets 413 image_too_large; docs/HARDENING.md has what the biggest pictures need",

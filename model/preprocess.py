@@ -27,7 +27,9 @@ ALLOWED_FORMATS = frozenset({"PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF"})
 DEFAULT_MAX_PIXELS = 25_000_000
 # Every format but JPEG is decoded at full size whatever happens next, and that decoding is most of
 # the cost of a big picture (a 25-megapixel RGB PNG: ~0.3 s of zlib alone); so those formats have
-# a lower cap. JPEG is decoded at reduced size (see load_image) and keeps the higher one.
+# a lower cap. JPEG is decoded at reduced size (see load_image) and keeps the higher one. WebP gets
+# half of it: libwebp decodes through an animation decoder that holds two RGBA canvases, and Pillow
+# copies the frame out, about 16 bytes a pixel against at most 8 for the others (docs/HARDENING.md).
 DEFAULT_MAX_FULL_DECODE_PIXELS = 10_000_000
 # A picture whose longer side is at least twice this is shrunk by an integer factor right at
 # decoding, to a longer side in [WORKING_SIDE, 2 * WORKING_SIDE): the digit ends up 20 pixels tall,
@@ -146,7 +148,9 @@ def open_image(
     if image.format not in ALLOWED_FORMATS:
         raise ImageError("unsupported_format", f"{image.format} images are not accepted; send one of {_formats()}")
     width, height = image.size
-    if image.format != "JPEG":
+    if image.format == "WEBP":
+        max_pixels = min(max_pixels, max_full_decode_pixels // 2)
+    elif image.format != "JPEG":
         max_pixels = min(max_pixels, max_full_decode_pixels)
     if width * height > max_pixels:
         raise ImageError(

@@ -4,7 +4,9 @@ past its limit stopped, /metrics bounded, and /healthz answered while hostile de
 
 from __future__ import annotations
 
+import asyncio
 import io
+import math
 import statistics
 import subprocess
 import sys
@@ -17,6 +19,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from app.main import _decoder
+from app.settings import Settings
+from model.meta import Preprocessing
+from model.preprocess import ImageError
 from tests.app.conftest import serve
 from tests.crafted import (
     encode,
@@ -125,6 +131,43 @@ def test_exif_orientation_8_with_resolution_unit_as_text_reads_upright(server, d
 def test_exif_orientation_8_with_resolution_unit_as_text_in_a_jpeg_is_read(server, digit):
     r, _ = _post(server[0], rotated(Image.fromarray(_paper(digit)), "JPEG", 8, resolution_unit_text=True), "image/jpeg")
     assert r.status_code == 200, r.text
+
+
+def _biggest(digit: np.ndarray, mode: str, share: int = 1) -> Image.Image:
+    """The digit on paper, enlarged to the biggest square the default full-decode cap admits
+    (``share``: the format gets that fraction of it)."""
+    side = math.isqrt(Settings().max_full_decode_pixels // share)
+    return Image.fromarray(_paper(digit)).resize((side, side)).convert(mode)
+
+
+def test_the_biggest_pictures_the_caps_admit_decode_within_the_default_memory_cap(digit):
+    pictures = {
+        "RGBA WebP": encode(_biggest(digit, "RGBA", share=2), "WEBP"),
+        "lossless RGBA WebP": encode(_biggest(digit, "RGBA", share=2), "WEBP", lossless=True),
+        "RGBA PNG": encode(_biggest(digit, "RGBA"), "PNG"),
+        "16-bit RGB PNG": png16(np.repeat(np.asarray(_biggest(digit, "L"), np.uint16)[..., None] * 257, 3, axis=2)),
+        "RGBA TIFF": encode(_biggest(digit, "RGBA"), "TIFF", compression="tiff_deflate"),
+        "GIF": encode(_biggest(digit, "L"), "GIF"),
+    }
+
+    async def decode_all(settings: Settings) -> dict[str, str]:
+        decoder = _decoder(settings)
+        await decoder.pool.start()
+        try:
+            answers = {}
+            for name, data in pictures.items():
+                try:
+                    await decoder.prepare_in_box(data, Preprocessing(), timeout=30)
+                    answers[name] = "read"
+                except ImageError as exc:
+                    answers[name] = exc.code
+            return answers
+        finally:
+            await decoder.pool.close()
+
+    assert asyncio.run(decode_all(Settings())) == dict.fromkeys(pictures, "read")
+    # the cap binds: at about half of it, the biggest WebP is refused as too large to decode
+    assert asyncio.run(decode_all(Settings(decode_memory_mb=80)))["RGBA WebP"] == "image_too_large"
 
 
 def test_16_bit_png_reads_as_the_8_bit_one(server, digit):

@@ -32,7 +32,10 @@ PIPELINE_STATUS = {
     "queue_full": 503,
     "inference_timeout": 504,
 }
-PIPELINE_HEADERS = {"queue_full": {"Retry-After": "1"}}
+# Retry-After seconds: a full queue drains within a batch window or two; loading a model takes longer.
+RETRY_FULL_QUEUE_S, RETRY_NOT_READY_S = 1, 2
+PIPELINE_HEADERS = {"queue_full": {"Retry-After": str(RETRY_FULL_QUEUE_S)}}
+NOT_READY_HEADERS = {"Retry-After": str(RETRY_NOT_READY_S)}
 # The Open Inference Protocol answers a request it cannot serve with 400, or 503 when the server cannot
 # take it now; a missed deadline is 504 there too, so that a caller's retry policy tells it from a bad input.
 OIP_PREFIX = "/v2"

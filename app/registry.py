@@ -216,6 +216,12 @@ class Runnable:
     dtype: str
 
 
+def attention_batch_size(settings: Settings) -> int:
+    """Attention requests batched at once: a quarter of predictions', as each returns every
+    layer's maps and costs several times a prediction."""
+    return max(settings.max_batch_size // 4, 1)
+
+
 def _load_model(files: ModelFiles, settings: Settings, device: str) -> LoadedModel:
     """Load and warm up one model: on CPU its ONNX export, run by ONNX Runtime; on CUDA (or on CPU
     without an export) its checkpoint, run by torch."""
@@ -228,7 +234,7 @@ def _load_model(files: ModelFiles, settings: Settings, device: str) -> LoadedMod
     pre = meta.preprocess
     shape = (1, len(pre.mean), pre.image_size, pre.image_size)  # what preprocessing makes for this model
     example = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
-    for batch in sorted({1, max(settings.max_batch_size // 4, 1), settings.max_batch_size}):
+    for batch in sorted({1, attention_batch_size(settings), settings.max_batch_size}):
         predict(np.repeat(example, batch, axis=0))  # warm-up: allocations, kernel choices
     attention(example)
     extra = {"model": files.id, "device": device, "runtime": runners.runtime, "sha256": runnable.sha256}
@@ -327,7 +333,7 @@ def build_registry(
             ),
             attention=MicroBatcher(
                 m.attention,
-                max_batch=max(settings.max_batch_size // 4, 1),
+                max_batch=attention_batch_size(settings),
                 labels={"model": m.id, "kind": "attention"},
                 **common,
             ),

@@ -11,7 +11,7 @@ from fastapi import Request
 
 from app.api.oip import model_version
 from app.decoding import Decoder
-from app.errors import ApiError, clip
+from app.errors import NOT_READY_HEADERS, ApiError, clip
 from app.registry import Registry, ServedModel
 from app.settings import Settings
 
@@ -25,7 +25,7 @@ def registry_of(request: Request) -> Registry:
     """The loaded models; 503 ``not_ready`` while they are still loading (or failed to)."""
     registry: Registry | None = request.app.state.registry
     if registry is None:
-        raise ApiError(503, "not_ready", request.app.state.status, headers={"Retry-After": "2"})
+        raise ApiError(503, "not_ready", request.app.state.status, headers=NOT_READY_HEADERS)
     return registry
 
 

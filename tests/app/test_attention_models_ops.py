@@ -75,8 +75,10 @@ def test_readyz_reports_why_loading_failed(make_client, tmp_path):
     message = r.json()["error"]["message"]
     assert r.status_code == 503 and "model loading failed" in message and "'broken'" in message
     assert str(tmp_path) not in message  # the model id, never a path on the server
+    assert r.headers["Retry-After"] == "2"  # a caller's retry waits as long as a model takes to load
     assert client.get("/healthz").status_code == 200
-    assert client.post("/v1/predict", content=b"x", headers=PNG).status_code == 503
+    refused = client.post("/v1/predict", content=b"x", headers=PNG)
+    assert refused.status_code == 503 and refused.headers["Retry-After"] == "2"
 
 
 def test_load_before_listen_is_ready_as_soon_as_started(make_client, tmp_path):

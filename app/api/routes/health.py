@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.errors import NOT_READY, error_response
+from app.errors import NOT_READY, NOT_READY_HEADERS, error_response
 
 router = APIRouter(tags=["operations"])
 
@@ -21,7 +21,7 @@ async def readyz(request: Request) -> Response:
     """200 once every model is loaded and warmed up; 503 with the reason before that."""
     state = request.app.state
     if state.registry is None:
-        return error_response(503, "not_ready", state.status, headers={"Retry-After": "2"})
+        return error_response(503, "not_ready", state.status, headers=NOT_READY_HEADERS)
     return Response('{"status":"ready"}', media_type="application/json")
 
 

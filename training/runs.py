@@ -70,10 +70,23 @@ def train_suite(
             if same is not None:  # the base model recurs in most suites: trained once per seed
                 result = reuse_run(same, cfg, test, shuffled)
             else:
+                if cfg.teacher is not None and not cfg.teacher.is_file():
+                    train_teacher_for(cfg)
                 result = run_variant(cfg, test, shuffled=shuffled)
             result |= {"budget": budget, "run_key": run_key(cfg)}
             result_file.write_text(json.dumps(result, indent=2))
             after_run()
+
+
+def train_teacher_for(cfg: TrainConfig) -> None:
+    """Train ``cfg``'s teacher on ``cfg``'s training images at its seed, as the shipped recipe
+    trains its own (``python -m training ship``); its record lands beside it."""
+    from training.ship import run_teacher
+    from training.teacher import TeacherConfig
+
+    assert cfg.teacher is not None
+    cfg.teacher.parent.mkdir(parents=True, exist_ok=True)
+    run_teacher(cfg, cfg.teacher, TeacherConfig.epochs)
 
 
 def finished_runs(out: Path, suite: Suite, budget: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:

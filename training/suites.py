@@ -14,13 +14,14 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from model.config import ViTConfig
 from model.factory import build_model, count_parameters
-from training.config import AugmentConfig, TrainConfig
+from training.config import PRESETS, AugmentConfig, TrainConfig
 from training.costs import (
     activation_bytes,
     attention_cost,
@@ -57,6 +58,16 @@ class Suite:
 # 56x56), mean pooling (the window and pooled-key variants need the tokens to be exactly the grid),
 # and the conv stem, which gives usable tokens within the short budget these token counts allow
 _EFFICIENT = {"patch_size": 2, "pool": "mean", "stem": "conv"}
+# The shipped recipe's first stage (the "base" preset), its model fields flattened as a variant's
+# are; over the distill suite's 500 steps the weights' average keeps a ~100-step horizon, as the
+# preset's 0.999 keeps ~1,000 of its 9,500.
+_RECIPE: dict[str, Any] = {
+    **{k: v for k, v in PRESETS["base"].items() if k not in ("model", "epochs", "ema_decay")},
+    "drop_path": PRESETS["base"]["model"].drop_path,
+    "stem": PRESETS["base"]["model"].stem,
+    "augment": AugmentConfig(),
+    "ema_decay": 0.99,
+}
 SUITES: dict[str, Suite] = {
     "tokens": Suite(
         "How do patch size and token count drive cost and accuracy?",
@@ -128,6 +139,15 @@ SUITES: dict[str, Suite] = {
         {"linear": {"stem": "linear"}, "conv": {"stem": "conv"}},
         (("conv", "linear"),),
     ),
+    "distill": Suite(
+        "What does distillation from a CNN teacher buy the ViT: hard labels, soft labels, or none?",
+        {"none": _RECIPE, "soft": _RECIPE | {"distill": "soft"}, "hard": _RECIPE | {"distill": "hard"}},
+        (("hard", "none"), ("soft", "none"), ("hard", "soft")),
+        # the shipped recipe's first stage at a budget that fits three seeds of three variants in
+        # about half an hour: 8 epochs on 8,000 images (2,000 more for validation), each seed with
+        # a teacher of its own trained on the same images (variant_config, runs.train_suite)
+        budget={"epochs": 8, "limit": 10000},
+    ),
     "efficient": Suite(
         "Full attention against local-window, linear and key/value-pooling attention, at 196 and 784 tokens",
         {
@@ -171,10 +191,19 @@ def run_name(variant: str, seed: int) -> str:
     return f"{variant.replace('/', '_')}-seed{seed}"
 
 
+def teacher_path(run_dir: Path, seed: int) -> Path:
+    """The CNN teacher of a suite's runs at ``seed`` (``run_dir``: the suite's ``runs/``), trained
+    on their training images when a run needs it (:func:`training.runs.train_suite`)."""
+    return run_dir.parent / "teachers" / f"teacher-seed{seed}.safetensors"
+
+
 def variant_config(base: TrainConfig, variant: str, overrides: dict[str, Any], seed: int) -> TrainConfig:
-    """The training config of one run: the model overrides go to the model, the rest to training."""
+    """The training config of one run: the model overrides go to the model, the rest to training.
+    A distilled variant's teacher is the seed's own, in the suite's folder: :func:`teacher_path`."""
     model = {k: v for k, v in overrides.items() if k in _MODEL_FIELDS}
     training = {k: v for k, v in overrides.items() if k not in _MODEL_FIELDS}
+    if training.get("distill", "none") != "none":
+        training.setdefault("teacher", teacher_path(base.run_dir, seed))
     return dataclasses.replace(
         base, name=run_name(variant, seed), seed=seed, model=base.model.replace(**model), **training
     )

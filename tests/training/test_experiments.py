@@ -111,6 +111,22 @@ def test_quick_trials_stay_out_of_the_tracked_results_folder(tmp_path, monkeypat
     assert not (tmp_path / RESULTS_DIR).exists()
 
 
+def test_distill_suite_trains_each_seeds_teacher_once_on_the_runs_own_images(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(_suite_args(tmp_path, "distill", "--seeds", "0", "--variants", "soft", "hard", "--no-costs")) == 0
+    out = next((tmp_path / "exp").glob("distill-*"))
+    teacher = out / "teachers" / "teacher-seed0.safetensors"
+    assert [p.name for p in (out / "teachers").glob("*.safetensors")] == [teacher.name]
+    record = json.loads(teacher.with_suffix(".json").read_text())
+    assert record["seed"] == 0 and 0 < record["val_accuracy"] <= 1
+    for variant in ("soft", "hard"):
+        config = json.loads((out / "runs" / f"{variant}-seed0" / "config.json").read_text())
+        assert config["distill"] == variant and Path(config["teacher"]) == teacher
+        assert config["limit"] == 300  # the teacher saw these images and no others
+    rows = {r["variant"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    assert set(rows) == {"soft", "hard"}
+
+
 def test_a_suite_can_train_a_subset_of_its_variants(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(_suite_args(tmp_path, "posenc", "--seeds", "0", "--variants", "sincos2d", "--no-costs")) == 0

@@ -96,7 +96,8 @@ def main() -> None:
         print(f"| {name} | {sizes[name] / 1e6:.2f} | {accuracy:.2%} | {median:.0f} | {runs} |")
     delta = float((answers["int8"] == labels).mean() - (answers["fp32"] == labels).mean())
     ratio = statistics.median(speeds["int8"]) / statistics.median(speeds["fp32"])
-    print(f"int8 - fp32 accuracy: {delta * 100:+.2f} points; answers that differ: {(answers['int8'] != answers['fp32']).sum()}")
+    differ = int((answers["int8"] != answers["fp32"]).sum())
+    print(f"int8 - fp32 accuracy: {delta * 100:+.2f} points; answers that differ: {differ}")
     print(f"ratio int8 / fp32 ceiling: {ratio:.2f}  (ship int8 if accuracy within 0.05 points and ratio > 1)")
 
 

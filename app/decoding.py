@@ -6,7 +6,7 @@ the process answers with the preprocessed digit (two small arrays) or the reason
 decode that runs past the request's deadline, or past ``decode_timeout_s``, is stopped by killing
 its process; one that needs more memory than ``decode_memory_mb`` fails inside its process.
 
-One exception, measured: a small plain PNG (:func:`model.screening.is_small_png`, at most 4 KB and
+One exception, measured: a small plain PNG (:func:`is_small_png`, at most 4 KB and
 64x64, only pixel chunks, checked without parsing anything else) is decoded right here, because
 the round trip to a decoder process costs more than decoding it, and what decoding it can cost is
 bounded by its checked size as the box bounds any other (docs/HARDENING.md has the figures).
@@ -27,7 +27,7 @@ import numpy as np
 from app.worker_pool import WorkerDiedError, WorkerPool, WorkerTimeoutError
 from model.meta import Preprocessing
 from model.preprocess import ImageError, Prepared, prepare_bytes
-from model.screening import is_small_png
+from model.screening import PNG_SIGNATURE
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,11 @@ DIGIT, IMAGE_ERROR, UNEXPECTED = 0, 1, 2
 # the codes an image error may carry (model.preprocess.ImageError); any other is invalid_image
 IMAGE_ERROR_CODES = frozenset({"empty_image", "unsupported_format", "image_too_large", "invalid_image", "no_digit"})
 _TRACE_CHARS = 4000  # of an unexpected exception's traceback, sent to the server for its log
+# A small plain PNG (is_small_png): what decoding it can cost is bounded by these, whatever its bytes
+SMALL_PNG_BYTES = 4096
+SMALL_PNG_SIDE = 64
+_SMALL_PNG_CHUNKS = frozenset({b"IHDR", b"PLTE", b"tRNS", b"IDAT", b"IEND"})
+_SMALL_PNG_MOST_CHUNKS = 8
 
 
 class DecodeTimeoutError(TimeoutError):
@@ -129,9 +134,9 @@ class Decoder:
                 included: ``invalid_image``).
             DecodeTimeoutError: not done in time; the decoder working on it was killed.
         """
-        if is_small_png(data):  # the box's round trip costs more than this bounded decode: docs/HARDENING.md
-            return _prepare_here(data, pre)
-        return await self.prepare_in_box(data, pre, timeout)
+        if not is_small_png(data):
+            return await self.prepare_in_box(data, pre, timeout)
+        return _prepare_here(data, pre)  # the box's round trip costs more than this bounded decode: docs/HARDENING.md
 
     async def prepare_in_box(self, data: bytes, pre: Preprocessing, timeout: float) -> Prepared:
         """:meth:`prepare` in a decoder process, whatever the picture."""
@@ -143,6 +148,38 @@ class Decoder:
         except WorkerDiedError:
             raise ImageError("invalid_image", "the picture could not be decoded: its decoder crashed") from None
         return read_answer(answer, pre)
+
+
+def is_small_png(data: bytes) -> bool:
+    """Whether ``data`` is a small plain PNG: at most :data:`SMALL_PNG_BYTES`, an IHDR of at most
+    :data:`SMALL_PNG_SIDE` pixels a side with 8 bits or fewer a sample and no interlacing, and
+    nothing but the chunks that hold pixels (at most eight, the last IEND, ending the data).
+
+    Decoding such a file is bounded by these numbers alone: a few chunks for Pillow's parser, a few
+    kilobytes for zlib, a 64x64 picture. Only the fields named here are read; nothing is inflated.
+    """
+    if len(data) > SMALL_PNG_BYTES or not data.startswith(PNG_SIGNATURE):
+        return False
+    pos = len(PNG_SIGNATURE)
+    for index in range(_SMALL_PNG_MOST_CHUNKS):
+        if pos + 12 > len(data):
+            return False
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        if kind not in _SMALL_PNG_CHUNKS or (index == 0) != (kind == b"IHDR"):
+            return False
+        if kind == b"IHDR" and not (length == 13 and _small_plain_header(data, pos + 8)):
+            return False
+        pos += 12 + length
+        if kind == b"IEND":
+            return pos == len(data)
+    return False
+
+
+def _small_plain_header(data: bytes, at: int) -> bool:
+    if len(data) < at + 13:  # cut off inside its header: Pillow, in the box, says what is wrong
+        return False
+    width, height, depth, _, _, _, interlace = struct.unpack_from(">IIBBBBB", data, at)
+    return 0 < width <= SMALL_PNG_SIDE and 0 < height <= SMALL_PNG_SIDE and depth <= 8 and interlace == 0
 
 
 def _prepare_here(data: bytes, pre: Preprocessing) -> Prepared:

@@ -40,11 +40,6 @@ MAX_TIFF_ENTRIES = 1_000
 MAX_TIFF_STRIPS = 65_536
 _TIFF_TABLES = {273: "StripOffsets", 279: "StripByteCounts", 324: "TileOffsets", 325: "TileByteCounts"}
 _TIFF_TABLE_TYPES = frozenset({3, 4, 16})  # SHORT, LONG, LONG8: what the specification allows
-# A small plain PNG (see is_small_png): what decoding it can cost is bounded by these, whatever its bytes
-SMALL_PNG_BYTES = 4096
-SMALL_PNG_SIDE = 64
-_SMALL_PNG_CHUNKS = frozenset({b"IHDR", b"PLTE", b"tRNS", b"IDAT", b"IEND"})
-_SMALL_PNG_MOST_CHUNKS = 8
 
 
 class ScreeningError(ValueError):
@@ -65,38 +60,6 @@ def screen(data: bytes) -> bytes:
     elif data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
         _screen_tiff(data)
     return data
-
-
-def is_small_png(data: bytes) -> bool:
-    """Whether ``data`` is a small plain PNG: at most :data:`SMALL_PNG_BYTES`, an IHDR of at most
-    :data:`SMALL_PNG_SIDE` pixels a side with 8 bits or fewer a sample and no interlacing, and
-    nothing but the chunks that hold pixels (at most eight, the last IEND, ending the data).
-
-    Decoding such a file is bounded by these numbers alone: a few chunks for Pillow's parser, a few
-    kilobytes for zlib, a 64x64 picture. Only the fields named here are read; nothing is inflated.
-    """
-    if len(data) > SMALL_PNG_BYTES or not data.startswith(PNG_SIGNATURE):
-        return False
-    pos = len(PNG_SIGNATURE)
-    for index in range(_SMALL_PNG_MOST_CHUNKS):
-        if pos + 12 > len(data):
-            return False
-        length, kind = struct.unpack_from(">I4s", data, pos)
-        if kind not in _SMALL_PNG_CHUNKS or (index == 0) != (kind == b"IHDR"):
-            return False
-        if kind == b"IHDR" and not (length == 13 and _small_plain_header(data, pos + 8)):
-            return False
-        pos += 12 + length
-        if kind == b"IEND":
-            return pos == len(data)
-    return False
-
-
-def _small_plain_header(data: bytes, at: int) -> bool:
-    if len(data) < at + 13:  # cut off inside its header: Pillow, in the box, says what is wrong
-        return False
-    width, height, depth, _, _, _, interlace = struct.unpack_from(">IIBBBBB", data, at)
-    return 0 < width <= SMALL_PNG_SIDE and 0 < height <= SMALL_PNG_SIDE and depth <= 8 and interlace == 0
 
 
 def _screen_png(data: bytes) -> bytes:

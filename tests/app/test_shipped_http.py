@@ -29,12 +29,11 @@ NOT_DIGITS = {
     "letter K": typed("K"),
     "letter x": typed("x"),
     "noise": png_bytes(np.random.default_rng(0).integers(0, 256, (120, 120), dtype=np.uint8)),
-    "symbol #": typed("#"),  # flagged since the model retrained with widened strokes (1 Dec 2026)
 }
-# Symbols are the held-out kind the verdict handles worst (74% flagged, docs/TRUST.md):
-# this one, typed in a typeface the model never saw, are not flagged by the shipped model.
-# Strict: the day a model flags them, this test says so.
-SYMBOLS = {"symbol &": typed("&")}
+# Symbols are the held-out kind the verdict handles worst (66% flagged, docs/TRUST.md): these,
+# typed in a typeface the model never saw, are not flagged by the shipped model (`#` scores 0.36
+# against a threshold of 0.26). Strict: the day a model flags them, this test says so.
+SYMBOLS = {"symbol &": typed("&"), "symbol #": typed("#")}
 
 
 @pytest.fixture(scope="module")

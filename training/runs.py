@@ -111,10 +111,13 @@ def budget_tag(budget: dict[str, Any], default: dict[str, Any]) -> str:
 
 
 def run_key(cfg: TrainConfig) -> str:
-    """What makes two runs the same run: the whole training config but its name and where it runs."""
+    """What makes two runs the same run: the whole training config but its name and where it runs
+    (a teacher counts by its file's name: it lives in the suite's folder, wherever that is)."""
     data = cfg.to_dict()
     for key in ("name", "run_dir", "data_dir", "download", "output", "device", "threads"):
         data.pop(key, None)
+    if cfg.teacher is not None:
+        data["teacher"] = Path(cfg.teacher).name
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 

@@ -13,7 +13,7 @@ PORT ?= 8000
 SERVE_STAMP := $(VENV)/.serve-installed
 STAMP := $(VENV)/.installed
 
-.PHONY: venv serve test check lint typecheck unit docs train evaluate trust card export lock bench docker-smoke clean
+.PHONY: venv serve test check fast-unit lint typecheck unit docs train evaluate trust card export lock bench docker-smoke clean
 
 $(SERVE_STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,8 +43,12 @@ unit: venv
 
 test: lint typecheck unit
 
-# the inner loop: lint, types and the unit tests that start no server, train no model and drive no browser
-check: lint typecheck
+# the inner loop: lint, types and the unit tests that start no server, train no model and drive no
+# browser, side by side (mypy and pytest each keep one core busy)
+check: venv
+	$(MAKE) --no-print-directory -j3 lint typecheck fast-unit
+
+fast-unit: venv
 	$(PY) -m pytest -q -m "not slow and not browser and not docker"
 
 # docs/SETTINGS.md's table from app/settings.py (tests/app/test_settings_doc.py fails when they differ)

@@ -91,8 +91,7 @@ def run_card(args: argparse.Namespace) -> Path:
         "",
         "`ship` trains a CNN teacher (unless `--distill none`), runs the `base` preset from scratch, "
         "continues with the `shipped` preset from its best checkpoint, both distilled from the teacher, then "
-        "fits the calibration (`trust --write`). Recipe of the last stage: "
-        + _recipe(training.get("recipe", {})),
+        "fits the calibration (`trust --write`). Recipe of the last stage: " + _recipe(training.get("recipe", {})),
         "",
         "## Per-class precision and recall (test set)",
         "",

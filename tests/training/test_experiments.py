@@ -111,6 +111,7 @@ def test_quick_trials_stay_out_of_the_tracked_results_folder(tmp_path, monkeypat
     assert not (tmp_path / RESULTS_DIR).exists()
 
 
+@pytest.mark.slow
 def test_distill_suite_trains_each_seeds_teacher_once_on_the_runs_own_images(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(_suite_args(tmp_path, "distill", "--seeds", "0", "--variants", "soft", "hard", "--no-costs")) == 0

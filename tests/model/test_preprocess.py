@@ -234,6 +234,24 @@ def test_preprocess_bad_inputs_raise_coded_errors(data, code):
     assert info.value.code == code
 
 
+def _with_ihdr(png: bytes, colour_type: int, depth: int) -> bytes:
+    """``png`` with its header's colour type and bit depth replaced (and its CRC made right)."""
+    import struct
+    import zlib
+
+    header = bytearray(png[12:29])  # "IHDR" and its 13 bytes
+    header[12], header[13] = depth, colour_type
+    return png[:12] + bytes(header) + struct.pack(">I", zlib.crc32(bytes(header))) + png[33:]
+
+
+@pytest.mark.parametrize(("colour_type", "depth"), [(1, 8), (2, 1), (255, 8)])
+def test_an_accepted_format_with_a_header_no_decoder_takes_is_invalid_not_unsupported(colour_type, depth):
+    data = _with_ihdr(_png(np.full((28, 28), 200, np.uint8)), colour_type, depth)
+    with pytest.raises(ImageError, match="a PNG whose header is invalid") as info:
+        prepare_bytes(data)
+    assert info.value.code == "invalid_image"  # 400, not 415: the caller sent a PNG, a broken one
+
+
 def test_preprocess_pixel_cap_is_checked_before_decoding():
     big = _png(np.zeros((3000, 3000), np.uint8))
     with pytest.raises(ImageError, match="exceeds the limit") as info:

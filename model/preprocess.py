@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import ExifTags, Image, ImageFilter, PngImagePlugin, UnidentifiedImageError
 
-from model.screening import ScreeningError, screen
+from model.screening import ScreeningError, claimed_format, screen
 
 ALLOWED_FORMATS = frozenset({"PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF"})
 DEFAULT_MAX_PIXELS = 25_000_000
@@ -140,7 +140,7 @@ def open_image(
     except ScreeningError as exc:
         raise ImageError("invalid_image", f"the image is malformed: {exc}") from exc
     except UnidentifiedImageError as exc:
-        claimed = _claimed_format(data)
+        claimed = claimed_format(data)
         if claimed is not None:  # an accepted format's signature over a header no decoder takes
             raise ImageError("invalid_image", f"a {claimed} whose header is invalid (Pillow cannot read it)") from exc
         raise ImageError("unsupported_format", f"not a recognised image; send one of {_formats()}") from exc
@@ -585,26 +585,6 @@ def _median(a: np.ndarray) -> float:
         return float(np.partition(a, k)[k])
     part = np.partition(a, (k - 1, k))
     return float((part[k - 1] + part[k]) / 2)
-
-
-# The first bytes of each accepted format: a file that starts with one claims to be that format.
-_SIGNATURES = (
-    (b"\x89PNG\r\n\x1a\n", "PNG"),
-    (b"\xff\xd8\xff", "JPEG"),
-    (b"GIF87a", "GIF"),
-    (b"GIF89a", "GIF"),
-    (b"II*\x00", "TIFF"),
-    (b"MM\x00*", "TIFF"),
-)
-
-
-def _claimed_format(data: bytes) -> str | None:
-    """The accepted format ``data``'s first bytes claim, if any."""
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "WEBP"
-    if data[:2] == b"BM" and len(data) >= 26:  # a BMP file header and the start of its info header
-        return "BMP"
-    return next((name for signature, name in _SIGNATURES if data.startswith(signature)), None)
 
 
 def _formats() -> str:

@@ -18,6 +18,8 @@ import zlib
 from PIL import PngImagePlugin
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+JPEG_SIGNATURE = b"\xff\xd8"
+TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF, either byte order
 # Pictures hold a few dozen chunks; an 8 KB-per-IDAT encoder writes ~600 for a 5 MB file.
 MAX_PNG_CHUNKS = 10_000
 # Chunks Pillow needs to decode a PNG and turn it upright; every other chunk is dropped unread.
@@ -55,11 +57,29 @@ def screen(data: bytes) -> bytes:
     """
     if data.startswith(PNG_SIGNATURE):
         return _screen_png(data)
-    if data.startswith(b"\xff\xd8"):
+    if data.startswith(JPEG_SIGNATURE):
         _screen_jpeg(data)
-    elif data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+    elif data[:4] in TIFF_SIGNATURES:
         _screen_tiff(data)
     return data
+
+
+def claimed_format(data: bytes) -> str | None:
+    """The accepted format whose signature ``data`` starts with, if any: what the caller meant to
+    send when no decoder takes the header that follows."""
+    if data.startswith(PNG_SIGNATURE):
+        return "PNG"
+    if data.startswith(JPEG_SIGNATURE):
+        return "JPEG"
+    if data[:4] in TIFF_SIGNATURES:
+        return "TIFF"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "GIF"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    if data[:2] == b"BM" and len(data) >= 26:  # a BMP file header and the start of its info header
+        return "BMP"
+    return None
 
 
 def _screen_png(data: bytes) -> bytes:

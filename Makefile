@@ -38,8 +38,11 @@ lint: venv
 typecheck: venv
 	$(PY) -m mypy
 
+# The whole suite, spread over processes: most server tests spend their time waiting, so two
+# processes on two cores take 5-6 minutes where one takes 11 (docs/DEVELOPMENT.md).
+TEST_WORKERS ?= 2
 unit: venv
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 test: lint typecheck unit
 

@@ -23,7 +23,9 @@ from tests.app.conftest import serve
 
 pytestmark = pytest.mark.slow
 CONFIG = Path(__file__).with_name("schemathesis.toml")
-MAX_EXAMPLES = 400  # per operation and phase: 600-1,430 cases a run here, 1-2 minutes (more on a busy machine)
+# per operation and phase: about 1,700 cases and half a minute per key setting here (400 gives 5,700
+# cases in over two minutes; both pass at this seed); raise it, or change SEED, to explore
+MAX_EXAMPLES = 100
 BATCH = "/v1/predict/batch"
 SEED = 13  # fixed, so that CI is reproducible; change it to explore other cases
 

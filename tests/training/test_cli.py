@@ -30,7 +30,11 @@ def test_every_config_field_has_a_flag_or_a_reason_not_to():
     assert not set(_NOT_FLAGS) & set(_HELP)
 
 
-@pytest.mark.parametrize("config,field", [(c, f) for c in CONFIGS for f in flag_fields(c)], ids=lambda x: str(x))
+@pytest.mark.parametrize(
+    "config,field",
+    [(c, f) for c in CONFIGS for f in flag_fields(c)],
+    ids=[f"{c.__name__}.{f.name}" for c in CONFIGS for f in flag_fields(c)],
+)
 def test_each_flag_sets_its_field(config, field):
     hint = typing.get_type_hints(config)[field.name]
     flag = "--" + field.name.replace("_", "-")

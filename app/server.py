@@ -7,19 +7,22 @@ settings and server hooks (its "custom application" API), and the ``CONFIG_KWARG
 - One process (``workers=1``, what a container runs; the orchestrator scales replicas):
   ``uvicorn.Server`` serves the app here. SIGTERM stops taking connections, gives the requests in
   flight ``shutdown_grace_s`` to finish, cancels what is left and runs the app's shutdown.
-- Several processes on one host: gunicorn's arbiter forks ``workers`` uvicorn workers sharing one
-  listening socket. It restarts a worker that dies; one that stops answering for
-  ``worker_timeout_s`` (hung, or stopped with SIGSTOP) is killed and replaced; one whose models
-  fail to load stops the whole server (exit status 3). Each worker reports to Prometheus through
+- Several processes on one host: gunicorn's arbiter forks ``workers`` uvicorn workers, each
+  listening on a socket of its own (``reuse_port``; or all on one shared socket). It restarts a
+  worker that dies; one that stops answering for ``worker_timeout_s`` (hung, or stopped with
+  SIGSTOP) is killed and replaced; one whose models fail to load stops the whole server (exit
+  status 3). Each worker reports to Prometheus through
   prometheus_client's multiprocess files (:mod:`app.metrics`), so that ``/metrics`` adds up.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
 import signal
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -72,6 +75,9 @@ def serve_workers(settings: Settings) -> int:
     Prometheus's multiprocess directory is made fresh for this server before any worker starts
     (or, if ``PROMETHEUS_MULTIPROC_DIR`` names one, emptied), and a temporary one is removed after.
     """
+    if settings.reuse_port and (taken := _address_in_use(settings.host, settings.port)):
+        log.error("cannot listen on %s:%s: %s", settings.host, settings.port, taken)
+        return 1
     given = os.environ.get(MULTIPROC_ENV)
     directory = Path(given) if given else Path(tempfile.mkdtemp(prefix="vit-digits-metrics-"))
     _empty_metrics_dir(directory)
@@ -87,6 +93,20 @@ def serve_workers(settings: Settings) -> int:
         if not given and os.getpid() == arbiter:
             shutil.rmtree(directory, ignore_errors=True)
     return 0
+
+
+def _address_in_use(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be bound, or None. With ``reuse_port`` the arbiter binds nothing and each
+    worker binds on its own, so an address taken by another program would fail every worker's boot in
+    turn; this checks it once, before any worker starts."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn's own sockets do
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return "address in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+    return None
 
 
 def _empty_metrics_dir(directory: Path) -> None:
@@ -127,6 +147,9 @@ class WorkersApplication(BaseApplication):  # type: ignore[misc]
             "child_exit": _worker_exited,
             "proc_name": "vit-digits",
             "control_socket_disable": True,  # gunicorn 27's runtime control socket: not used here
+            # each worker binds its own socket and the kernel hashes connections over them; one shared
+            # socket let one worker take 95 of wrk's 128 connections (docs/PERFORMANCE.md)
+            "reuse_port": s.reuse_port,
         }.items():
             self.cfg.set(name, value)
 

@@ -108,6 +108,13 @@ class Settings(BaseSettings):
         "one uvicorn server in this process (what a container runs); more run under gunicorn's arbiter with "
         "uvicorn workers; /metrics adds up over them",
     )
+    reuse_port: bool = Field(
+        True,
+        description="with several workers: each listens on a socket of its own (SO_REUSEPORT) and the kernel spreads "
+        "new connections evenly over them; false: one shared socket, where one worker can take most of a burst of "
+        "connections (docs/PERFORMANCE.md), but which a hung worker leaves to the others (with its own socket, the "
+        "new connections the kernel gives a hung worker wait until it is replaced, `worker_timeout_s`)",
+    )
     worker_timeout_s: int = Field(
         30,
         ge=2,

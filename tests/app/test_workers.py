@@ -253,6 +253,38 @@ def test_workers_an_address_in_use_is_a_clear_error(tiny_checkpoint):
             assert b"in use" in proc.stderr.read()
 
 
+def test_workers_on_sockets_of_their_own_share_a_burst_of_connections_and_answer_every_one(tiny_checkpoint, digit_png):
+    """Each worker listens on its own socket (``reuse_port``, the default): a burst of keep-alive
+    connections, as a caller's pool opens them, is spread over the workers by the kernel, and none
+    of them lands on a socket that nobody serves. (How far one shared socket skews the split depends
+    on a load generator's timing on the same cores: ``bench/serve_load.py`` shows it, this does not.)"""
+    port = free_port()
+    with server(tiny_checkpoint, port) as proc, ExitStack() as stack:
+        wait_ready(lambda path: httpx.get(f"http://127.0.0.1:{port}{path}", timeout=2))
+        wait_for(lambda: len(children(proc.pid)) == 2)
+        pids = children(proc.pid)
+        one_connection_per_worker(port, pids, stack)  # both workers loaded and serving
+        burst: list[Connection] = []
+        answered: list[int] = []
+        start = threading.Barrier(64)
+
+        def client() -> None:  # connects with the others, then keeps its connection busy
+            start.wait()
+            connection = Connection(port)
+            burst.append(stack.enter_context(_closing(connection)))
+            for _ in range(5):
+                answered.append(connection.request("POST", "/v1/predict", digit_png)[0])
+
+        threads = [threading.Thread(target=client) for _ in range(64)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert answered == [200] * 5 * 64, "a connection was not answered"
+        fewest = min(sum(connection.worker(pids) == pid for connection in burst) for pid in pids)
+        assert fewest >= 12, "a fair coin gives each worker 32 of 64, under 12 about once in a million"
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sigterm_with_a_slow_upload_exits_within_the_grace_and_finishes_requests_in_flight(
     tiny_checkpoint, digit_png, tmp_path, workers

@@ -64,8 +64,9 @@ train: venv
 evaluate: venv
 	$(PY) -m training evaluate --data-dir ../shared/data/mnist
 
+# the shipped model's trust report with its per-picture records, committed in docs/results/trust
 trust: venv
-	$(PY) -m training trust --data-dir ../shared/data/mnist
+	$(PY) -m training trust --data-dir ../shared/data/mnist --out-dir docs/results/trust
 
 export: venv
 	$(PY) -m training export checkpoints/vit-digits.safetensors
@@ -79,7 +80,7 @@ lock: venv
 	$(LOCK) --extra torch -c requirements/torch.txt -o requirements/gpu.lock
 
 card: venv
-	$(PY) -m training card --data-dir ../shared/data/mnist --notes checkpoints/NOTES.md
+	$(PY) -m training card --data-dir ../shared/data/mnist --notes checkpoints/NOTES.md --trust docs/results/trust
 
 docker-smoke: venv
 	bash tests/docker/smoke.sh

@@ -89,6 +89,7 @@ def run_ship(args: argparse.Namespace) -> dict[str, Any]:
         staged=scaled(2000),
         write=True,
         out_dir=getattr(args, "trust_dir", None),
+        from_records=None,
     )
     return run_trust(trust)
 

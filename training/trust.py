@@ -70,6 +70,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--staged", type=int, default=2000, help="MNIST test digits to stage (and a tenth as many typed)")
     p.add_argument("--write", action="store_true", help="store the fitted calibration in the checkpoint")
     p.add_argument("--out-dir", type=Path, help="report folder (default: runs/trust/<checkpoint name>)")
+    p.add_argument(
+        "--from-records",
+        type=Path,
+        metavar="DIR",
+        help="score nothing: recompute a report's figures from its folder's per-picture records and check them",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,27 +214,37 @@ def detection(cal: Calibration, digits: torch.Tensor, nondigits: Scored) -> dict
     return {"all": round(auroc(pos, neg), 5), **per_kind}
 
 
-def report_for(ckpt: LoadedCheckpoint, args: argparse.Namespace) -> tuple[Calibration, dict[str, Any]]:
-    """Fit on validation data, then every figure of the trust report, for one checkpoint."""
+def report_for(
+    ckpt: LoadedCheckpoint, args: argparse.Namespace
+) -> tuple[Calibration, dict[str, Any], dict[str, Scored]]:
+    """Fit on validation data, then every figure of the trust report, for one checkpoint; also the
+    scored sets the figures come from."""
     recipe = ckpt.meta.training.get("recipe", {})
     train, val, test, sets = trust_sets(args, int(recipe.get("seed", 0)), int(recipe.get("val_size", 5000)))
     fit_on = Split(train.images[:FEATURE_FIT_IMAGES], train.labels[:FEATURE_FIT_IMAGES])
-    mnist_train = scored(ckpt.model, fit_on, np.full(len(fit_on), "mnist"), {})
-    mnist_val = scored(ckpt.model, val, np.full(len(val), "mnist"), {})
-    mnist_test = scored(ckpt.model, test, np.full(len(test), "mnist"), {})
-    scored_sets = {name: score_set(ckpt, pictures) for name, pictures in sets.items()}
-    cal = fit(mnist_val, scored_sets["staged_val"], scored_sets["val_nondigits"])
-    staged = scored_sets["staged_test"]
+    scored_sets = {
+        "mnist_train": scored(ckpt.model, fit_on, np.full(len(fit_on), "mnist"), {}),
+        "mnist_val": scored(ckpt.model, val, np.full(len(val), "mnist"), {}),
+        "mnist_test": scored(ckpt.model, test, np.full(len(test), "mnist"), {}),
+        **{name: score_set(ckpt, pictures) for name, pictures in sets.items()},
+    }
+    cal = fit(scored_sets["mnist_val"], scored_sets["staged_val"], scored_sets["val_nondigits"])
+    return cal, {"checkpoint": str(ckpt.path), **figures(cal, scored_sets)}, scored_sets
+
+
+def figures(cal: Calibration, scored_sets: dict[str, Scored]) -> dict[str, Any]:
+    """Every figure of the report from the scored sets and the fitted calibration alone (without
+    ``mnist_train``'s features, the Mahalanobis alternative is left out)."""
+    mnist_test, staged = scored_sets["mnist_test"], scored_sets["staged_test"]
     test_digits = torch.cat([mnist_test.logits, staged.logits])
     uncalibrated = Calibration()
-    report: dict[str, Any] = {
-        "checkpoint": str(ckpt.path),
+    return {
         "calibration": cal.to_json(),
         "mnist_test": {
-            "accuracy": round(float((mnist_test.logits.argmax(1) == test.labels).float().mean()), 5),
-            "nll": round(float(F.cross_entropy(mnist_test.logits / cal.temperature, test.labels)), 5),
-            "ece_before": reliability(uncalibrated.probabilities(mnist_test.logits), test.labels)["ece"],
-            **reliability(cal.probabilities(mnist_test.logits), test.labels),
+            "accuracy": round(float((mnist_test.logits.argmax(1) == mnist_test.labels).float().mean()), 5),
+            "nll": round(float(F.cross_entropy(mnist_test.logits / cal.temperature, mnist_test.labels)), 5),
+            "ece_before": reliability(uncalibrated.probabilities(mnist_test.logits), mnist_test.labels)["ece"],
+            **reliability(cal.probabilities(mnist_test.logits), mnist_test.labels),
             "flagged": flagged(cal, mnist_test)["all"]["flagged"],
         },
         "staged_test": {
@@ -242,28 +258,72 @@ def report_for(ckpt: LoadedCheckpoint, args: argparse.Namespace) -> tuple[Calibr
         "common_symbols": flagged(cal, scored_sets["common_symbols"])["all"],
         "auroc_held_out": detection(cal, test_digits, scored_sets["held_out"]),
         "auroc_training_kinds": detection(cal, test_digits, scored_sets["test_nondigits"])["all"],
-        "alternatives": alternatives(cal, mnist_train, mnist_val, mnist_test, scored_sets),
-        "operating_points": operating_points(cal, mnist_val, mnist_test, scored_sets),
+        "alternatives": alternatives(cal, scored_sets),
+        "operating_points": operating_points(cal, scored_sets["mnist_val"], mnist_test, scored_sets),
         "best_possible": best_possible(cal, mnist_test, scored_sets),
     }
-    return cal, report
 
 
-def alternatives(
-    cal: Calibration, train: Scored, val: Scored, test: Scored, scored_sets: dict[str, Scored]
-) -> dict[str, Any]:
+# ---------------------------------------------------------------------------------------------
+# the per-picture records: every figure above can be recomputed from them and the calibration
+
+RECORDS = "records.npz"
+
+
+def write_records(path: Path, scored_sets: dict[str, Scored]) -> None:
+    """Each set's logits, labels, kinds and refused counts (not ``mnist_train``: its logits are
+    used for nothing but its features, which are too big to keep)."""
+    arrays: dict[str, Any] = {}  # Any: numpy's stubs type savez_compressed's keywords as its bool flag
+    refused = {}
+    for name, s in scored_sets.items():
+        if name == "mnist_train":
+            continue
+        arrays[f"{name}.logits"] = s.logits.numpy().astype(np.float32)
+        arrays[f"{name}.labels"] = s.labels.numpy().astype(np.int16)
+        arrays[f"{name}.kinds"] = s.kinds.astype(str)
+        refused[name] = s.refused
+    arrays["refused"] = np.array(json.dumps(refused, sort_keys=True))
+    np.savez_compressed(path, **arrays)
+
+
+def read_records(path: Path) -> dict[str, Scored]:
+    with np.load(path) as data:
+        refused = json.loads(str(data["refused"]))
+        return {
+            name: Scored(
+                torch.from_numpy(data[f"{name}.logits"]),
+                torch.from_numpy(data[f"{name}.labels"].astype(np.int64)),
+                data[f"{name}.kinds"],
+                counts,
+                torch.empty(0, 0),
+            )
+            for name, counts in refused.items()
+        }
+
+
+def figures_from_records(folder: Path) -> dict[str, Any]:
+    """The report's figures recomputed from ``folder``'s records and the calibration its report
+    stored: ``python -m training trust --from-records docs/results/trust``."""
+    stored = json.loads((folder / "report.json").read_text())
+    return figures(Calibration.from_json(stored["calibration"]), read_records(folder / RECORDS))
+
+
+def alternatives(cal: Calibration, scored_sets: dict[str, Scored]) -> dict[str, Any]:
     """Every score, each with its own validation-chosen threshold, on the held-out kinds: the three
-    logit scores, and the Mahalanobis distance in feature space (fitted on ``train``)."""
-    digits_val = [val, scored_sets["staged_val"]]
-    digits_test = [test, scored_sets["staged_test"]]
+    logit scores, and the Mahalanobis distance in feature space (fitted on ``mnist_train``, where
+    its features are at hand)."""
+    digits_val = [scored_sets["mnist_val"], scored_sets["staged_val"]]
+    digits_test = [scored_sets["mnist_test"], scored_sets["staged_test"]]
     held_out = scored_sets["held_out"]
 
     def logit_rule(score: Score) -> Callable[[Scored], np.ndarray]:
         return lambda s: digit_scores(s.logits, score, cal.temperature)
 
     rules: dict[str, Callable[[Scored], np.ndarray]] = {score: logit_rule(score) for score in SCORES}
-    distance = FeatureDistance.fit(train.features, train.labels)
-    rules["mahalanobis"] = lambda s: distance.scores(s.features)
+    train = scored_sets.get("mnist_train")
+    if train is not None and train.features.numel():
+        distance = FeatureDistance.fit(train.features, train.labels)
+        rules["mahalanobis"] = lambda s: distance.scores(s.features)
     out: dict[str, Any] = {}
     for name, rule in rules.items():
         threshold = choose_threshold(np.concatenate([rule(s) for s in digits_val]), DIGIT_FLAG_RATE)
@@ -325,12 +385,30 @@ def best_possible(cal: Calibration, test: Scored, scored_sets: dict[str, Scored]
     }
 
 
+def recheck(folder: Path) -> list[str]:
+    """The report's figures recomputed from ``folder``'s records: the names of those that differ
+    from what its ``report.json`` says (none, if the records are the report's)."""
+    stored = json.loads((folder / "report.json").read_text())
+    again = json.loads(json.dumps(figures_from_records(folder)))
+    stored_alternatives = {k: v for k, v in stored["alternatives"].items() if k in again["alternatives"]}
+    differ = [key for key in again if key != "alternatives" and again[key] != stored.get(key)]
+    return differ + (["alternatives"] if again["alternatives"] != stored_alternatives else [])
+
+
 def run_trust(args: argparse.Namespace) -> dict[str, Any]:
+    if args.from_records:
+        differ = recheck(args.from_records)
+        print(f"{args.from_records}: {', '.join(differ) + ' differ' if differ else 'every figure recomputed equal'}")
+        if differ:
+            raise SystemExit(1)
+        return json.loads((args.from_records / "report.json").read_text())
     ckpt = load_checkpoint(args.checkpoint)
     out_dir = args.out_dir or Path("runs/trust") / args.checkpoint.stem
     out_dir.mkdir(parents=True, exist_ok=True)
-    cal, report = report_for(ckpt, args)
+    cal, report, scored_sets = report_for(ckpt, args)
+    report["drawn_with"] = {"seeds": SEEDS, "per_kind": args.per_kind, "staged": args.staged}
     report["compared"] = {str(p): report_for(load_checkpoint(p), args)[1] for p in args.compare}
+    write_records(out_dir / RECORDS, scored_sets)
     plot_reliability(
         {
             f"MNIST test (ECE {report['mnist_test']['ece']:.4f})": report["mnist_test"]["curve"],
@@ -345,7 +423,7 @@ def run_trust(args: argparse.Namespace) -> dict[str, Any]:
         export_next_to(args.checkpoint)  # the export carries the calibration too
         log.info("calibration written to %s", args.checkpoint)
     print(markdown(report))
-    print(f"report: {out_dir}/report.json, {out_dir}/trust.md, {out_dir}/reliability.png")
+    print(f"report: {out_dir}/report.json, {out_dir}/trust.md, {out_dir}/reliability.png, {out_dir}/{RECORDS}")
     return report
 
 

@@ -7,7 +7,7 @@ import torch
 
 from model import ViTConfig, build_model, load_checkpoint
 from model.calibration import Calibration
-from tests.conftest import MNIST_SLICE
+from tests.conftest import MNIST_SLICE, ROOT
 from training.cli import main
 from training.data import Split
 from training.pictures import (
@@ -27,7 +27,7 @@ from training.pictures import (
     staged_digits,
     symbol_fonts,
 )
-from training.trust import DIGIT_FLAG_RATE, Scored, best_possible, scored
+from training.trust import DIGIT_FLAG_RATE, Scored, best_possible, recheck, scored
 
 
 @pytest.fixture(autouse=True)
@@ -113,6 +113,21 @@ def test_trust_command_fits_writes_and_reports(tiny_checkpoint, tmp_path, capsys
     printed = capsys.readouterr().out
     assert "expected calibration error, MNIST test" in printed and "held-out kind" in printed
     assert "`mahalanobis`" in printed
+    # every figure but the feature-space alternative comes back from the per-picture records
+    assert main(["trust", "--from-records", str(out)]) == 0
+    assert "every figure recomputed equal" in capsys.readouterr().out
+    report["staged_test"]["flagged"]["all"]["flagged"] += 0.01
+    (out / "report.json").write_text(json.dumps(report))
+    assert recheck(out) == ["staged_test"]
+
+
+def test_the_committed_trust_report_comes_back_from_its_per_picture_records():
+    """docs/results/trust is the shipped model's report (make trust); a reviewer recomputes it from
+    the records with ``python -m training trust --from-records docs/results/trust``."""
+    folder = ROOT / "docs" / "results" / "trust"
+    assert recheck(folder) == []
+    report = json.loads((folder / "report.json").read_text())
+    assert report["drawn_with"]["per_kind"] == 500 and report["drawn_with"]["staged"] == 2000
 
 
 @pytest.mark.parametrize("impl", ["ours", "timm"])

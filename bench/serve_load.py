@@ -19,7 +19,8 @@ alternating with the in-process ceiling.
 
 With ``--baseline DIR`` (another checkout, e.g. ``git worktree add /tmp/base main``), that checkout's
 service runs too, alternating with this one's on the same checkpoint, and the ratio of the two is
-printed: the way to check that a change costs no throughput. With ``--command``, the service is
+printed: the way to check that a change costs no throughput. Both are started afresh for each
+repeat, which of them starts and runs first alternating (the second started tends to run ahead). With ``--command``, the service is
 started by another command line (``{port}`` stands for its port), e.g. uvicorn's own supervisor:
 ``--command "python -m uvicorn app.asgi:app --workers 2 --port {port}"``. For every run, the
 connections each worker process held halfway through are printed (how evenly they share the load).
@@ -316,41 +317,46 @@ def main() -> None:
         run_v2(args, png, work)
         return
     python = sys.executable
-    port = free_port()
     settings = {**dict(item.split("=", 1) for item in args.env), "VIT_DIGITS_LOG_LEVEL": "warning"}
+
+    def start(name: str, stack: contextlib.ExitStack) -> str:
+        """``name``'s server (the service, or the baseline's) on a free port; its base URL once ready."""
+        port = free_port()
+        if name == "baseline":
+            root = args.baseline.resolve()
+            proc = start_app(args.checkpoint, port, workers=None, root=root, **settings)
+        elif args.command:
+            command = [python if word == "python" else word.format(port=port) for word in shlex.split(args.command)]
+            proc = spawn(command, app_env(args.checkpoint, port, None, ROOT, **settings))
+        else:
+            proc = start_app(args.checkpoint, port, workers=None, **settings)
+        return stack.enter_context(server(proc, port))
+
     naive_port = free_port()
     naive_cmd = [python, "-m", "uvicorn", "bench.naive_app:app", "--port", str(naive_port), "--log-level", "warning"]
-    runs: dict[str, dict[int, list[dict[str, float]]]] = {"service": {}, "naive": {}}
-    batch_runs = []
+    compared = ["service", "baseline"] if args.baseline is not None else ["service"]
+    runs: dict[str, dict[int, list[dict[str, float]]]] = {name: {} for name in [*compared, "naive"]}
+    batch_runs, ceiling_runs = [], []
+    top = Ceiling(args.checkpoint, png, args.batch_images)
     with contextlib.ExitStack() as stack:
-        if args.command:
-            command = [python if word == "python" else word.format(port=port) for word in shlex.split(args.command)]
-            service = spawn(command, app_env(args.checkpoint, port, None, ROOT, **settings))
-        else:
-            service = start_app(args.checkpoint, port, workers=None, **settings)
-        base = stack.enter_context(server(service, port))
-        naive = spawn(naive_cmd, {"VIT_DIGITS_CHECKPOINT": str(args.checkpoint)})
-        naive = stack.enter_context(server(naive, naive_port))
-        urls = {"service": f"{base}/v1/predict", "naive": f"{naive}/v1/predict"}
-        if args.baseline is not None:
-            baseline_port = free_port()
-            baseline_proc = start_app(
-                args.checkpoint, baseline_port, workers=None, root=args.baseline.resolve(), **settings
-            )
-            baseline = stack.enter_context(server(baseline_proc, baseline_port))
-            urls["baseline"] = f"{baseline}/v1/predict"
-            runs["baseline"] = {}
-        for c in args.concurrency:
-            for url in urls.values():
-                wrk(url, work / "digit.png", "image/png", c, 2)  # warm-up
-            for _ in range(args.repeat):  # alternating, so that drift in the machine hits both alike
-                for name, url in urls.items():
-                    runs[name].setdefault(c, []).append(wrk(url, work / "digit.png", "image/png", c, args.duration))
-        top = Ceiling(args.checkpoint, png, args.batch_images)
-        ceiling_runs = []
-        for _ in range(args.repeat):  # alternating too; the servers sit idle while the ceiling runs
-            batch_runs.append(wrk(f"{base}/v1/predict/batch", work / "batch.bin", batch_type, 4, args.duration))
-            ceiling_runs.append(top.measure(args.duration))
+        naive = stack.enter_context(
+            server(spawn(naive_cmd, {"VIT_DIGITS_CHECKPOINT": str(args.checkpoint)}), naive_port)
+        )
+        for repeat in range(args.repeat):
+            # Fresh servers each repeat, the service and the baseline started and measured in turn
+            # first and second: on this VM the server started second ran ahead in 11 of 12 rounds at
+            # concurrency 1, whichever code it was (docs/PERFORMANCE.md)
+            order = compared if repeat % 2 == 0 else compared[::-1]
+            with contextlib.ExitStack() as servers:
+                urls = {name: f"{start(name, servers)}/v1/predict" for name in order} | {"naive": f"{naive}/v1/predict"}
+                for c in args.concurrency:
+                    for url in urls.values():
+                        wrk(url, work / "digit.png", "image/png", c, 2)  # warm-up
+                    for name, url in urls.items():
+                        runs[name].setdefault(c, []).append(wrk(url, work / "digit.png", "image/png", c, args.duration))
+                # the batch endpoint, then the ceiling while the servers sit idle
+                batch_runs.append(wrk(f"{urls['service']}/batch", work / "batch.bin", batch_type, 4, args.duration))
+                ceiling_runs.append(top.measure(args.duration))
     rows = {name: {c: median_run(rs) for c, rs in by_c.items()} for name, by_c in runs.items()}
     batch = median_run(batch_runs)
     ceiling_ips = statistics.median(ceiling_runs)

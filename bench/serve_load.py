@@ -20,8 +20,9 @@ alternating with the in-process ceiling.
 With ``--baseline DIR`` (another checkout, e.g. ``git worktree add /tmp/base main``), that checkout's
 service runs too, alternating with this one's on the same checkpoint, and the ratio of the two is
 printed: the way to check that a change costs no throughput. Both are started afresh for each
-repeat, which of them starts and runs first alternating (the second started tends to run ahead). With ``--command``, the service is
-started by another command line (``{port}`` stands for its port), e.g. uvicorn's own supervisor:
+repeat, which of them starts and runs first alternating (the second started tends to run ahead).
+With ``--command``, the service is started by another command line (``{port}`` stands for its
+port), e.g. uvicorn's own supervisor:
 ``--command "python -m uvicorn app.asgi:app --workers 2 --port {port}"``. For every run, the
 connections each worker process held halfway through are printed (how evenly they share the load).
 

@@ -52,6 +52,9 @@ def summarise(variant: str, runs: list[dict[str, Any]], costs: dict[str, Any]) -
             row[key] = {"mean": mean, "sd": sd, "n": len(values)}
     if runs:
         row["train_wall_s"] = round(sum(r["train_wall_s"] for r in runs) / len(runs), 1)
+        logged = [e["images_per_s"] for r in runs for e in r.get("epochs", []) if "images_per_s" in e]
+        if logged:  # what the runs' own logs say, on a machine shared as it then was
+            row["train_log_images_per_s"] = round(sum(logged) / len(logged), 1)
     return row | costs
 
 
@@ -149,7 +152,37 @@ def markdown(results: dict[str, Any]) -> str:
             "reading",
         ]
         text += "\n" + table(head, [_comparison_cells(c) for c in results["comparisons"]])
-    return text + _extra_tables(results["costs"])
+    return text + _speed_check(results) + _extra_tables(results["costs"])
+
+
+def _speed_check(results: dict[str, Any]) -> str:
+    """Where the costs were measured at the suite's own training batch: the benchmark's training
+    speeds beside the runs' logs, each as a ratio to the first variant with as many tokens."""
+    batch = results["costs"].get("train_batch")
+    rows = [r for r in results["rows"] if "train_images_per_s" in r and "train_log_images_per_s" in r]
+    if batch is None or not rows:
+        return ""
+    first: dict[Any, dict[str, Any]] = {}
+    cells = []
+    for r in rows:
+        ref = first.setdefault(r.get("tokens"), r)
+        bench, logged = r["train_images_per_s"]["median"], r["train_log_images_per_s"]
+        cells.append(
+            [
+                r["variant"],
+                f"{bench:g}",
+                f"{bench / ref['train_images_per_s']['median']:.2f}",
+                f"{logged:g}",
+                f"{logged / ref['train_log_images_per_s']:.2f}",
+            ]
+        )
+    head = ["variant", f"benchmark img/s (batch {batch})", "ratio", "training logs img/s", "ratio"]
+    note = (
+        f"\nTraining speed, the benchmark (AdamW steps at the training batch of {batch}, median of the"
+        " rounds) beside the runs' logs (mean over epochs and seeds); each ratio is to the first"
+        " variant with as many tokens:\n\n"
+    )
+    return note + table(head, cells)
 
 
 def _variant_cells(r: dict[str, Any], shuffled: bool) -> list[str]:

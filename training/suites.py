@@ -225,10 +225,16 @@ def measure_costs(suite: Suite, base: TrainConfig) -> dict[str, Any]:
         for v, m in models.items()
         for m_cfg in [variant_config(base, v, suite.variants[v], 0).model]
     }
-    log.info("measuring speeds of %d variants in interleaved rounds", len(models))
-    for v, speeds in interleaved_speeds(models).items():
+    # training speed at the batch the suite trains with, so that it can be read beside the runs' logs
+    train_batch = int(suite.budget.get("batch_size", base.batch_size))
+    log.info("measuring speeds of %d variants in interleaved rounds (training batch %d)", len(models), train_batch)
+    for v, speeds in interleaved_speeds(models, train_batch=train_batch).items():
         costs[v] |= speeds
-    extra: dict[str, Any] = {"measured": time.strftime("%Y-%m-%d %H:%M"), "threads": torch.get_num_threads()}
+    extra: dict[str, Any] = {
+        "measured": time.strftime("%Y-%m-%d %H:%M"),
+        "threads": torch.get_num_threads(),
+        "train_batch": train_batch,
+    }
     for name, measure in suite.extra_costs.items():
         extra[name] = measure()
     return {"variants": costs} | extra

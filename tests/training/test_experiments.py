@@ -465,3 +465,20 @@ def test_pretrained_route_cost_is_vit_tiny_at_224_against_the_shipped_architectu
     assert tiny["mflops_per_image"] > 50 * shipped["mflops_per_image"]
     text = markdown({"rows": [], "comparisons": [], "costs": {"pretrained_route": route}})
     assert "| vit_tiny | 3x224x224 |" in text
+
+
+def test_a_suite_measured_at_its_training_batch_shows_the_benchmark_beside_the_runs_logs():
+    def run(seed, speeds):
+        return {"seed": seed, "train_wall_s": 1.0, "epochs": [{"images_per_s": s} for s in speeds]}
+
+    speed = {"median": 20.0, "min": 19.0, "max": 21.0}
+    rows = [
+        summarise("full-784", [run(0, [10, 12]), run(1, [14, 12])], {"tokens": 784, "train_images_per_s": speed}),
+        summarise("window-784", [run(0, [30, 30])], {"tokens": 784, "train_images_per_s": speed | {"median": 50.0}}),
+    ]
+    assert rows[0]["train_log_images_per_s"] == 12.0  # the mean over every epoch of every seed
+    text = markdown({"rows": rows, "comparisons": [], "costs": {"train_batch": 32}})
+    assert "| variant | benchmark img/s (batch 32) | ratio | training logs img/s | ratio |" in text
+    assert "| window-784 | 50 | 2.50 | 30 | 2.50 |" in text
+    # measured at another batch than the runs trained with: no such table
+    assert "training logs" not in markdown({"rows": rows, "comparisons": [], "costs": {}})

@@ -39,7 +39,7 @@ typecheck: venv
 	$(PY) -m mypy
 
 # The whole suite, spread over processes: most server tests spend their time waiting, so two
-# processes on two cores take 5-6 minutes where one takes 11 (docs/DEVELOPMENT.md).
+# processes on two cores share them well (docs/DEVELOPMENT.md has the times).
 TEST_WORKERS ?= 2
 unit: venv
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal

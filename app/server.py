@@ -75,9 +75,12 @@ def serve_workers(settings: Settings) -> int:
     Prometheus's multiprocess directory is made fresh for this server before any worker starts
     (or, if ``PROMETHEUS_MULTIPROC_DIR`` names one, emptied), and a temporary one is removed after.
     """
-    if settings.reuse_port and (taken := _address_in_use(settings.host, settings.port)):
-        log.error("cannot listen on %s:%s: %s", settings.host, settings.port, taken)
-        return 1
+    if settings.reuse_port:
+        if taken := _address_in_use(settings.host, settings.port):
+            log.error("cannot listen on %s:%s: %s", settings.host, settings.port, taken)
+            return 1
+        # gunicorn's own "Listening at" names no address when each worker binds its own socket
+        log.info("listening on %s:%s, a socket per worker", settings.host, settings.port)
     given = os.environ.get(MULTIPROC_ENV)
     directory = Path(given) if given else Path(tempfile.mkdtemp(prefix="vit-digits-metrics-"))
     _empty_metrics_dir(directory)
@@ -100,12 +103,12 @@ def _address_in_use(host: str, port: int) -> str | None:
     worker binds on its own, so an address taken by another program would fail every worker's boot in
     turn; this checks it once, before any worker starts."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn's own sockets do
-        try:
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn's own sockets do
             probe.bind((host, port))
-        except OSError as exc:
-            return "address in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+    except OSError as exc:  # in use, an address this host does not have, IPv6 switched off, ...
+        return "address in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
     return None
 
 
@@ -127,8 +130,9 @@ class WorkersApplication(BaseApplication):  # type: ignore[misc]
     """gunicorn configured from the service's settings; each worker builds the app after the fork."""
 
     def __init__(self, settings: Settings):
-        # a worker's models are loaded and warmed up before it takes connections; one whose models
-        # fail to load then exits with uvicorn's startup-failure status, and gunicorn stops
+        # a worker's models are loaded and warmed up before it accepts connections (with a socket
+        # per worker, the kernel may queue some on its socket meanwhile); one whose models fail to
+        # load then exits with uvicorn's startup-failure status, and gunicorn stops
         self.settings = settings.model_copy(update={"load_before_listen": True})
         super().__init__()
 

@@ -112,8 +112,10 @@ class Settings(BaseSettings):
         True,
         description="with several workers: each listens on a socket of its own (SO_REUSEPORT) and the kernel spreads "
         "new connections evenly over them; false: one shared socket, where one worker can take most of a burst of "
-        "connections (docs/PERFORMANCE.md), but which a hung worker leaves to the others (with its own socket, the "
-        "new connections the kernel gives a hung worker wait until it is replaced, `worker_timeout_s`)",
+        "connections (docs/PERFORMANCE.md), but which a hung or starting worker leaves to the others (with its own "
+        "socket, the new connections the kernel gives a starting worker wait for its models to load, and a hung "
+        "one's until it is replaced, `worker_timeout_s`); set it false under systemd socket activation, whose "
+        "socket gunicorn does not use with a socket per worker",
     )
     worker_timeout_s: int = Field(
         30,

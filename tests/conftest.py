@@ -19,7 +19,7 @@ TINY = ViTConfig(patch_size=7, dim=16, depth=2, heads=2, mlp_ratio=2.0)
 # Under pytest-xdist (make test) each process gets its share of the cores, so the processes' torch
 # threads do not outnumber the cores and queue behind one another.
 if workers := os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(workers)))
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // int(workers)))
 
 
 @pytest.fixture(scope="session")

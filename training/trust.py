@@ -385,14 +385,42 @@ def best_possible(cal: Calibration, test: Scored, scored_sets: dict[str, Scored]
     }
 
 
+# how far a recomputed figure may be from the stored one: its last rounded digit, which another CPU
+# or torch build may flip; the temperature is an optimiser's result, so it gets more room
+FIGURE_TOLERANCE = 2e-5
+TEMPERATURE_TOLERANCE = 1e-3
+
+
 def recheck(folder: Path) -> list[str]:
-    """The report's figures recomputed from ``folder``'s records: the names of those that differ
-    from what its ``report.json`` says (none, if the records are the report's)."""
+    """The report's calibration fitted again and its figures recomputed, from ``folder``'s records:
+    the names of those that differ from what its ``report.json`` says (none, if the records are the
+    report's)."""
     stored = json.loads((folder / "report.json").read_text())
-    again = json.loads(json.dumps(figures_from_records(folder)))
-    stored_alternatives = {k: v for k, v in stored["alternatives"].items() if k in again["alternatives"]}
-    differ = [key for key in again if key != "alternatives" and again[key] != stored.get(key)]
-    return differ + (["alternatives"] if again["alternatives"] != stored_alternatives else [])
+    scored_sets = read_records(folder / RECORDS)
+    refit = fit(scored_sets["mnist_val"], scored_sets["staged_val"], scored_sets["val_nondigits"]).to_json()
+    calibration = stored["calibration"]
+    differ = []
+    if not (
+        refit["score"] == calibration["score"]
+        and _close(refit["temperature"], calibration["temperature"], TEMPERATURE_TOLERANCE)
+        and _close(refit["threshold"], calibration["threshold"], FIGURE_TOLERANCE)
+        and _close(refit["fitted"], calibration["fitted"], FIGURE_TOLERANCE)
+    ):
+        differ.append("calibration")
+    again = json.loads(json.dumps(figures(Calibration.from_json(calibration), scored_sets)))
+    stored["alternatives"] = {k: v for k, v in stored["alternatives"].items() if k in again["alternatives"]}
+    return differ + [key for key in again if key != "calibration" and not _close(again[key], stored.get(key))]
+
+
+def _close(a: Any, b: Any, tolerance: float = FIGURE_TOLERANCE) -> bool:
+    """Equal, but for floats anywhere inside, which may differ by ``tolerance``."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k], tolerance) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y, tolerance) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) or isinstance(b, float):
+        return isinstance(a, int | float) and isinstance(b, int | float) and abs(a - b) <= tolerance
+    return bool(a == b)
 
 
 def run_trust(args: argparse.Namespace) -> dict[str, Any]:

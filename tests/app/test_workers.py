@@ -244,11 +244,13 @@ def test_workers_each_have_their_own_decoders_and_no_process_outlives_the_server
         wait_for(lambda: not any(_alive(pid) for pid in everything), timeout=10)
 
 
-def test_workers_an_address_in_use_is_a_clear_error(tiny_checkpoint):
+@pytest.mark.parametrize("reuse_port", ["true", "false"])
+def test_workers_an_address_in_use_is_a_clear_error(tiny_checkpoint, reuse_port):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        with server(tiny_checkpoint, taken.getsockname()[1], stderr=subprocess.PIPE) as proc:
+        port = taken.getsockname()[1]
+        with server(tiny_checkpoint, port, stderr=subprocess.PIPE, VIT_DIGITS_REUSE_PORT=reuse_port) as proc:
             assert proc.wait(timeout=60) != 0
             assert b"in use" in proc.stderr.read()
 
@@ -259,7 +261,7 @@ def test_workers_on_sockets_of_their_own_share_a_burst_of_connections_and_answer
     of them lands on a socket that nobody serves. (How far one shared socket skews the split depends
     on a load generator's timing on the same cores: ``bench/serve_load.py`` shows it, this does not.)"""
     port = free_port()
-    with server(tiny_checkpoint, port) as proc, ExitStack() as stack:
+    with server(tiny_checkpoint, port, VIT_DIGITS_REUSE_PORT="true") as proc, ExitStack() as stack:
         wait_ready(lambda path: httpx.get(f"http://127.0.0.1:{port}{path}", timeout=2))
         wait_for(lambda: len(children(proc.pid)) == 2)
         pids = children(proc.pid)

@@ -117,8 +117,9 @@ def test_trust_command_fits_writes_and_reports(tiny_checkpoint, tmp_path, capsys
     assert main(["trust", "--from-records", str(out)]) == 0
     assert "every figure recomputed equal" in capsys.readouterr().out
     report["staged_test"]["flagged"]["all"]["flagged"] += 0.01
+    report["calibration"]["fitted"]["validation_auroc"]["energy"] += 0.01  # what the fit found, misreported
     (out / "report.json").write_text(json.dumps(report))
-    assert recheck(out) == ["staged_test"]
+    assert recheck(out) == ["calibration", "staged_test"]
 
 
 def test_the_committed_trust_report_comes_back_from_its_per_picture_records():

@@ -156,11 +156,12 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def _speed_check(results: dict[str, Any]) -> str:
-    """Where the costs were measured at the suite's own training batch: the benchmark's training
-    speeds beside the runs' logs, each as a ratio to the first variant with as many tokens."""
+    """For a suite that asks for it (:attr:`Suite.speeds_beside_logs`), measured at its own training
+    batch: the benchmark's training speeds beside the runs' logs, each as a ratio to the first
+    variant with as many tokens."""
     batch = results["costs"].get("train_batch")
     rows = [r for r in results["rows"] if "train_images_per_s" in r and "train_log_images_per_s" in r]
-    if batch is None or not rows:
+    if batch is None or not rows or not SUITES[results["suite"]].speeds_beside_logs:
         return ""
     first: dict[Any, dict[str, Any]] = {}
     cells = []

@@ -477,8 +477,12 @@ def test_a_suite_measured_at_its_training_batch_shows_the_benchmark_beside_the_r
         summarise("window-784", [run(0, [30, 30])], {"tokens": 784, "train_images_per_s": speed | {"median": 50.0}}),
     ]
     assert rows[0]["train_log_images_per_s"] == 12.0  # the mean over every epoch of every seed
-    text = markdown({"rows": rows, "comparisons": [], "costs": {"train_batch": 32}})
+    text = markdown({"suite": "efficient", "rows": rows, "comparisons": [], "costs": {"train_batch": 32}})
     assert "| variant | benchmark img/s (batch 32) | ratio | training logs img/s | ratio |" in text
     assert "| window-784 | 50 | 2.50 | 30 | 2.50 |" in text
     # measured at another batch than the runs trained with: no such table
-    assert "training logs" not in markdown({"rows": rows, "comparisons": [], "costs": {}})
+    assert "training logs" not in markdown({"suite": "efficient", "rows": rows, "comparisons": [], "costs": {}})
+    # nor for a suite whose runs' logs say nothing about the question (they shared the machine)
+    assert "training logs" not in markdown(
+        {"suite": "posenc", "rows": rows, "comparisons": [], "costs": {"train_batch": 64}}
+    )

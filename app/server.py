@@ -11,8 +11,8 @@ settings and server hooks (its "custom application" API), and the ``CONFIG_KWARG
   listening on a socket of its own (``reuse_port``; or all on one shared socket). It restarts a
   worker that dies; one that stops answering for ``worker_timeout_s`` (hung, or stopped with
   SIGSTOP) is killed and replaced; one whose models fail to load stops the whole server (exit
-  status 3). Each worker reports to Prometheus through
-  prometheus_client's multiprocess files (:mod:`app.metrics`), so that ``/metrics`` adds up.
+  status 3). Each worker reports to Prometheus through prometheus_client's multiprocess files
+  (:mod:`app.metrics`), so that ``/metrics`` adds up.
 """
 
 from __future__ import annotations

@@ -161,12 +161,9 @@ def fit(val: Scored, staged_val: Scored, val_nondigits: Scored) -> Calibration:
     """
     temperature = fit_temperature(val.logits, val.labels)
     digits = torch.cat([val.logits, staged_val.logits])
-    aurocs = {
-        s: auroc(digit_scores(digits, s, temperature), digit_scores(val_nondigits.logits, s, temperature))
-        for s in SCORES
-    }
+    aurocs = validation_aurocs(digits, val_nondigits.logits, temperature)
     score: Score = max(SCORES, key=lambda s: aurocs[s])
-    threshold = choose_threshold(digit_scores(digits, score, temperature), DIGIT_FLAG_RATE)
+    threshold = digit_threshold(digits, score, temperature)
     fitted = {
         "temperature_on": f"{len(val.labels)} validation digits (MNIST training images held out of training)",
         "threshold_on": f"{len(val.labels)} MNIST and {len(staged_val.labels)} staged validation digits, "
@@ -175,6 +172,16 @@ def fit(val: Scored, staged_val: Scored, val_nondigits: Scored) -> Calibration:
         "validation_auroc": {s: round(a, 5) for s, a in aurocs.items()},
     }
     return Calibration(temperature=temperature, score=score, threshold=threshold, fitted=fitted)
+
+
+def validation_aurocs(digits: torch.Tensor, nondigits: torch.Tensor, temperature: float) -> dict[Score, float]:
+    """Each score's AUROC between the validation digits' and non-digits' logits."""
+    return {s: auroc(digit_scores(digits, s, temperature), digit_scores(nondigits, s, temperature)) for s in SCORES}
+
+
+def digit_threshold(digits: torch.Tensor, score: Score, temperature: float) -> float:
+    """The threshold below which :data:`DIGIT_FLAG_RATE` of the validation digits' scores fall."""
+    return choose_threshold(digit_scores(digits, score, temperature), DIGIT_FLAG_RATE)
 
 
 def flagged(cal: Calibration, s: Scored) -> dict[str, Any]:
@@ -301,13 +308,6 @@ def read_records(path: Path) -> dict[str, Scored]:
         }
 
 
-def figures_from_records(folder: Path) -> dict[str, Any]:
-    """The report's figures recomputed from ``folder``'s records and the calibration its report
-    stored: ``python -m training trust --from-records docs/results/trust``."""
-    stored = json.loads((folder / "report.json").read_text())
-    return figures(Calibration.from_json(stored["calibration"]), read_records(folder / RECORDS))
-
-
 def alternatives(cal: Calibration, scored_sets: dict[str, Scored]) -> dict[str, Any]:
     """Every score, each with its own validation-chosen threshold, on the held-out kinds: the three
     logit scores, and the Mahalanobis distance in feature space (fitted on ``mnist_train``, where
@@ -404,11 +404,8 @@ def recheck(folder: Path) -> list[str]:
     val = scored_sets["mnist_val"]
     digits = torch.cat([val.logits, scored_sets["staged_val"].logits])
     nondigits = scored_sets["val_nondigits"].logits
-    aurocs = {
-        s: round(auroc(digit_scores(digits, s, cal.temperature), digit_scores(nondigits, s, cal.temperature)), 5)
-        for s in SCORES
-    }
-    threshold = choose_threshold(digit_scores(digits, cal.score, cal.temperature), DIGIT_FLAG_RATE)
+    aurocs = validation_aurocs(digits, nondigits, cal.temperature)
+    threshold = digit_threshold(digits, cal.score, cal.temperature)
     differ = []
     if not (
         _close(fit_temperature(val.logits, val.labels), cal.temperature, TEMPERATURE_TOLERANCE)

@@ -5,8 +5,9 @@ ratio, and placed in 28x28 with the centre of mass at the centre. A user's photo
 usually dark ink on light paper, anywhere and at any size; without the same normalisation the
 model misreads it. The steps: decode (the container's structure screened, a pixel cap; a big
 picture at reduced size; 16 bits a sample scaled to 8), EXIF orientation, transparency as
-background, grayscale, auto-invert, background removal, crop to the ink, fit into 20x20, centre
-the mass in 28x28, normalise with the training mean/std.
+background, grayscale, a form's printed lines painted over, auto-invert, background removal, crop
+to the ink (a neighbouring digit's piece at the edge and stray marks left out), fit into 20x20,
+centre the mass in 28x28, normalise with the training mean/std.
 
 Decoding runs third-party codecs on untrusted bytes: every exception they raise is an
 :class:`ImageError`, and the service runs all of this in decoder processes whose time and memory
@@ -77,12 +78,31 @@ _STRAY_GAP = 0.25
 # the ink is specks, not strokes (dust over a page), when no piece spans a quarter of the box's grid
 # and no solid run of ink (without the one-cell joins, on a grid twice as fine) spans an eighth of
 # it: such ink is not widened. Specks of dust are a cell or two; a dash of a dashed digit is longer
+# a piece the picture's edge cuts through, holding less than this share of the ink of the largest
+# piece (which the edge does not touch), is part of a neighbour: see _without_cut_pieces
+_CUT = 2.0
+_CORE = 0.5  # pieces are told apart by their strokes' cores: soft edges join close strokes
 _SPECKS_PIECE = 5  # cells of the box's grid
 _SPECKS_RUN = 5  # cells of the grid twice as fine
 # ink of specks once fitted, in full-ink pixels per pixel of the box's side, below which the picture
 # is refused as ``no_digit``: 10 in the 20-pixel box, half of MNIST's faintest training digit (20);
 # specks of dust across a page, not widened, arrive with about 1
 _FAINTEST = 0.5
+# printed lines (a form's box, ruled or squared paper) are painted over before anything else reads
+# the picture (their dark border made the paper read as ink). A line is a band of rows (of columns)
+# in which at least _LINE_SPAN of every row departs by more than _LINE_CONTRAST from the paper (the
+# picture's commonest level), or, within a band too thick, one at least _LINE_FULL (a ruled line
+# under a digit's bar), that is thin: at most _LINE_WIDTH of the side and _LINE_STROKE of the
+# width of the picture's strokes (a thin pen's bar is as wide as its other strokes), and ends
+# sharply on both sides: the rows _LINE_WIDTH / 2 away depart along at least _LINE_END less of
+# their length (a slanted or tapering bar fades). Pictures under _LINE_SIDE pixels are left alone
+_LINE_SPAN = 0.8
+_LINE_FULL = 0.97
+_LINE_CONTRAST = 0.15
+_LINE_WIDTH = 0.05
+_LINE_STROKE = 0.6
+_LINE_END = 0.15
+_LINE_SIDE = 40
 
 
 # Pillow inflates a PNG's compressed text chunks when it opens the file, before any pixel: up to
@@ -280,6 +300,7 @@ def ink_map(image: Image.Image) -> tuple[np.ndarray, bool]:
         if alpha.min() < _OPAQUE:  # real transparency: the alpha channel is the drawing
             return alpha, False
     gray = np.asarray(image if image.mode == "L" else image.convert("L"), dtype=np.float32) / 255.0
+    gray = _without_lines(_without_lines(gray).T).T  # horizontal lines, then vertical ones
     paper = _median(_border(gray))
     inverted = paper > 0.5
     ink = 1.0 - gray if inverted else gray
@@ -292,6 +313,54 @@ def ink_map(image: Image.Image) -> tuple[np.ndarray, bool]:
     if peak < 1e-3:
         return np.zeros_like(ink), inverted
     return np.clip((ink - background) / peak, 0.0, 1.0), inverted
+
+
+def _without_lines(gray: np.ndarray) -> np.ndarray:
+    """``gray`` with its printed horizontal lines (see :data:`_LINE_WIDTH`) painted over: each row of
+    a line is filled in from the rows just above and below it, column by column, so a stroke that
+    crosses the line stays whole and the paper either side closes over it."""
+    h, w = gray.shape
+    if h < _LINE_SIDE or w < _LINE_SIDE:
+        return gray
+    columns = gray[:, :: max(1, w // 64)]  # a line runs across most of them: 64 tell how far
+    sample = columns[:: max(1, h // 64)]
+    paper = (np.argmax(np.bincount(np.minimum(sample * 32, 31).astype(np.intp).ravel())) + 0.5) / 32  # commonest
+    span = (np.abs(columns - paper) > _LINE_CONTRAST).mean(axis=1)  # the share of each row off the paper
+    bands = _runs(span >= _LINE_SPAN)
+    if not bands:  # most pictures
+        return gray
+    step = max(1, min(h, w) // 128)
+    strokes = step * stroke_width(np.abs(gray[::step, ::step] - paper) > _LINE_CONTRAST)
+    widest, gap = max(1, min(int(h * _LINE_WIDTH), int(_LINE_STROKE * strokes))), max(1, round(h * _LINE_WIDTH / 2))
+    for first, last in list(bands):
+        if last - first + 1 > widest:
+            bands += _runs(span[first : last + 1] >= _LINE_FULL, first)
+    lines = [
+        (first, last)
+        for first, last in bands
+        if last - first + 1 <= widest  # and ending sharply on both sides (a slanted or tapering bar fades):
+        and all(span[r] <= span[first : last + 1].min() - _LINE_END for r in (first - gap, last + gap) if 0 <= r < h)
+    ]
+    if len(lines) == 1 and (lines[0][0] == 0 or lines[0][1] == h - 1):
+        return gray  # a band along the edge alone: a stroke the crop runs along, not a box's side or ruled paper
+    out = gray
+    for first, last in lines:
+        above, below = max(first - 1, 0), min(last + 1, h - 1)
+        if first == 0:
+            above = below
+        if last == h - 1:
+            below = above
+        out = out.copy() if out is gray else out
+        t = ((np.arange(first, last + 1) - above) / max(below - above, 1))[:, None]
+        out[first : last + 1] = (1 - t) * gray[above] + t * gray[below]
+    return out
+
+
+def _runs(on: np.ndarray, start: int = 0) -> list[tuple[int, int]]:
+    """The first and last index (plus ``start``) of each run of True in ``on``."""
+    edges = np.diff(np.concatenate([[0], on.astype(np.int8), [0]]))
+    firsts, lasts = np.flatnonzero(edges == 1) + start, np.flatnonzero(edges == -1) - 1 + start
+    return list(zip(firsts.tolist(), lasts.tolist(), strict=True))
 
 
 def _ink_level(ink: np.ndarray) -> float:
@@ -345,14 +414,9 @@ def center_digit(ink: np.ndarray, size: int = 28, box: int = 20) -> np.ndarray:
         ImageError: ``no_digit`` when the picture has no ink at all (blank or uniform), or only
             specks too faint once fitted to be a digit (:data:`_FAINTEST`: dust on a blank page).
     """
-    mask = ink > _INK_THRESHOLD
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
-        raise ImageError("no_digit", "no digit found: the image is blank or has no contrast")
-    cols = np.flatnonzero(mask.any(axis=0))
-    crop, specks = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1], False
-    if box / max(crop.shape) <= 0.5:  # a big canvas: stray marks left out, thin strokes widened
-        crop, specks = _main_ink(crop, box)
+    crop, specks = _cropped(ink), False
+    if box / max(crop.shape) <= 0.5:  # a big canvas: a neighbour's piece and stray marks left out, thin strokes widened
+        crop, specks = _main_ink(_cropped(_without_cut_pieces(ink, box)), box)
         if not specks:  # specks of dust widened would arrive as blobs a model may read as a digit
             crop = _restroke(_sharpen(crop), box)
     h, w = crop.shape
@@ -370,6 +434,16 @@ def center_digit(ink: np.ndarray, size: int = 28, box: int = 20) -> np.ndarray:
     canvas = np.zeros((size, size), dtype=np.float32)
     canvas[top : top + new_h, left : left + new_w] = digit
     return canvas
+
+
+def _cropped(ink: np.ndarray) -> np.ndarray:
+    """``ink`` cropped to the pixels above :data:`_INK_THRESHOLD`."""
+    mask = ink > _INK_THRESHOLD
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        raise ImageError("no_digit", "no digit found: the image is blank or has no contrast")
+    cols = np.flatnonzero(mask.any(axis=0))
+    return ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
 
 
 def stroke_width(mask: np.ndarray) -> float:
@@ -457,6 +531,47 @@ def _main_ink(crop: np.ndarray, box: int) -> tuple[np.ndarray, bool]:
             labels = _pieces(crop, box)[0]
     specks = _span(labels) < _SPECKS_PIECE and _span(_pieces(crop, 2 * box, join=0)[0]) < _SPECKS_RUN
     return crop, specks
+
+
+def _without_cut_pieces(ink: np.ndarray, box: int) -> np.ndarray:
+    """``ink`` without the pieces the picture's edge cuts through (a sliver of the next digit or a
+    comma, in a crop out of a number) that lie wholly beside the largest piece clear of the edge,
+    when each holds less than :data:`_CUT` times its ink and it spans a quarter of the picture.
+    Pieces are told apart by their cores (:data:`_CORE`) on a grid four times the box's; soft ink
+    (:data:`_SOFT`) is left as it is."""
+    on = ink > _CORE
+    if not (on[0].any() or on[-1].any() or on[:, 0].any() or on[:, -1].any()):
+        return ink  # most pictures: nothing reaches the edge
+    if float(ink[ink > 0.8].sum()) < _SOFT * float(ink.sum()):
+        return ink  # soft ink (a blurred thumbnail): its cores split a stroke where it thins
+    labels, mass, cell = _pieces(np.where(on, ink, 0), 4 * box, join=0)
+    if labels.max() < 1:
+        return ink
+    h, w = ink.shape
+    edge = np.concatenate([
+        labels[0][np.flatnonzero(on[0]) // cell], labels[(h - 1) // cell][np.flatnonzero(on[-1]) // cell],
+        labels[:, 0][np.flatnonzero(on[:, 0]) // cell], labels[:, (w - 1) // cell][np.flatnonzero(on[:, -1]) // cell],
+    ])  # fmt: skip
+    inked = labels >= 0
+    held = np.bincount(labels[inked], weights=mass[inked])
+    cut = np.zeros(held.size, bool)
+    cut[edge[edge >= 0]] = True
+    if cut.all() or not cut.any() or held[cut].max() >= _CUT * held[~cut].max():
+        return ink
+    extents = _extents(labels)
+    top, bottom, left, right = extents[int(np.argmax(np.where(cut, 0, held)))]
+    if max(bottom - top, right - left) + 1 < box:
+        return ink  # the largest piece clear of the edge spans under a quarter of the picture: specks, not a digit
+    # a piece beside it, not a part of it: wholly above, below, left or right of the largest clear piece
+    cut &= (extents[:, 1] < top) | (extents[:, 0] > bottom) | (extents[:, 3] < left) | (extents[:, 2] > right)
+    if not cut.any():
+        return ink
+    drop = np.where(inked, cut[labels], False)
+    padded = np.pad(drop, 1)  # and the soft edges around them, short of the kept pieces' cells
+    gh, gw = drop.shape
+    grown = np.logical_or.reduce([padded[dy : dy + gh, dx : dx + gw] for dy in range(3) for dx in range(3)])
+    drop = grown & ~np.where(inked, ~cut[labels], False)
+    return np.where(np.repeat(np.repeat(drop, cell, axis=0), cell, axis=1)[:h, :w], 0, ink)
 
 
 def _extents(labels: np.ndarray) -> np.ndarray:

@@ -87,10 +87,11 @@ def test_shipped_model_is_calibrated():
     assert cal.temperature != 1.0
 
 
-@pytest.mark.parametrize("staging", ["tight", "tiny", "blurred"])
+@pytest.mark.parametrize("staging", ["tight", "tiny", "blurred", "boxed"])
 def test_shipped_model_reads_digits_as_callers_crop_them(shipped_client, mnist_root, staging):
-    # tight crops (strokes touching the edges), thumbnails of 8-16 pixels sent small or enlarged, and
-    # out-of-focus pictures: what a caller's own cropping or scanning produces
+    # tight crops (strokes touching the edges), thumbnails of 8-16 pixels sent small or enlarged,
+    # out-of-focus pictures, and digits on a form (in a printed box, on ruled or squared paper): what
+    # a caller's own cropping or scanning produces
     from training.data import load_split
     from training.pictures import STAGINGS, stage_digit
 

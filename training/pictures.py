@@ -17,6 +17,7 @@ a letter is cropped and centred exactly as the service would crop and centre it.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import string
@@ -28,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from model import preprocess
 from model.preprocess import ImageError, decode_image, prepare
 
 Rng = np.random.Generator
@@ -639,14 +641,20 @@ def typed_digit_pictures(count: int, seed: int) -> list[Picture]:
     return pictures
 
 
-GENERATOR_VERSION = 9  # bump when a drawing or the service's preprocessing changes, so cached sets are made anew
+def _generator_digest() -> str:
+    """A digest of the code that draws and preprocesses the pictures: a cached set made by other code
+    is made anew (the drawings here and the service's preprocessing, which changes more often)."""
+    code = Path(__file__).read_bytes() + Path(preprocess.__file__).read_bytes()
+    return hashlib.sha256(code).hexdigest()[:12]
+
+
 CACHE = Path(".cache/pictures")
 
 
 def picture_set(name: str, make: Callable[[int, int], list[Picture]], count: int, seed: int) -> PictureSet:
     """``build_set(make(count, seed))``, cached in ``.cache/pictures`` (drawing and preprocessing
     thousands of pictures takes a minute or two)."""
-    path = CACHE / f"{name}-{count}-{seed}-v{GENERATOR_VERSION}.npz"
+    path = CACHE / f"{name}-{count}-{seed}-{_generator_digest()}.npz"
     if path.is_file():
         with np.load(path) as data:
             refused = {str(k): int(v) for k, v in zip(data["refused_kinds"], data["refused_counts"], strict=True)}

@@ -325,6 +325,8 @@ def _without_lines(gray: np.ndarray) -> np.ndarray:
     columns = gray[:, :: max(1, w // 64)]  # a line runs across most of them: 64 tell how far
     sample = columns[:: max(1, h // 64)]
     paper = (np.argmax(np.bincount(np.minimum(sample * 32, 31).astype(np.intp).ravel())) + 0.5) / 32  # commonest
+    if paper < 0.5 <= _median(_border(gray)):
+        return gray  # dark the commonest, the border light: a fat digit filling the picture, not dark paper
     span = (np.abs(columns - paper) > _LINE_CONTRAST).mean(axis=1)  # the share of each row off the paper
     bands = _runs(span >= _LINE_SPAN)
     if not bands:  # most pictures

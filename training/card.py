@@ -46,7 +46,13 @@ def time_to_reach(records: list[dict[str, Any]], targets: tuple[float, ...] = (0
 
 def run_card(args: argparse.Namespace) -> Path:
     ckpt = load_checkpoint(args.checkpoint)
-    records = [json.loads(line) for line in (args.run / "metrics.jsonl").read_text().splitlines()]
+    metrics = args.run / "metrics.jsonl"
+    if not metrics.is_file():
+        raise FileNotFoundError(
+            f"the card draws the training curves from {metrics}, which the run that trained the checkpoint "
+            "writes (make train: runs/shipped); pass that run's folder as --run"
+        )
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
     args.out_dir.mkdir(parents=True, exist_ok=True)
     plot_curves(records, args.out_dir / "curves.png")
     test = load_split(prepare_root(args.data_dir), train=False)

@@ -72,3 +72,13 @@ def test_the_train_flags_keep_their_names():
     flags = _flags()
     assert set(kept) <= set(flags)
     assert all(flags[f] == f[2:].replace("-", "_") for f in kept if f != "--no-augment")
+
+
+def test_card_without_the_training_run_names_the_file_and_the_flag(tmp_path, tiny_checkpoint, capsys):
+    from training.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["card", "--checkpoint", str(tiny_checkpoint), "--run", str(tmp_path / "nowhere")])
+    assert exit_info.value.code == 2
+    message = capsys.readouterr().err
+    assert "metrics.jsonl" in message and "--run" in message

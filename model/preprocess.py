@@ -17,6 +17,8 @@ it bounds (app/decoding.py).
 from __future__ import annotations
 
 import io
+import itertools
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,6 +83,8 @@ _STRAY_GAP = 0.25
 # a piece the picture's edge cuts through, holding less than this share of the ink of the largest
 # piece (which the edge does not touch), is part of a neighbour: see _without_cut_pieces
 _CUT = 2.0
+# staged digits take at most 57 rounds to be labelled on that grid; a crafted serpentine, thousands
+_CUT_ROUNDS = 128
 _CORE = 0.5  # pieces are told apart by their strokes' cores: soft edges join close strokes
 _SPECKS_PIECE = 5  # cells of the box's grid
 _SPECKS_RUN = 5  # cells of the grid twice as fine
@@ -92,15 +96,16 @@ _FAINTEST = 0.5
 # the picture (their dark border made the paper read as ink). A line is a band of rows (of columns)
 # in which at least _LINE_SPAN of every row departs by more than _LINE_CONTRAST from the paper (the
 # picture's commonest level), or, within a band too thick, one at least _LINE_FULL (a ruled line
-# under a digit's bar), that is thin: at most _LINE_WIDTH of the side and _LINE_STROKE of the
-# width of the picture's strokes (a thin pen's bar is as wide as its other strokes), and ends
+# under a digit's bar), that is thin: at most _LINE_WIDTH of the side and under _LINE_STROKE of
+# the width of the picture's other strokes (a thin pen's bar is as wide as its other strokes; a
+# picture of lines alone has no other strokes, and its lines are its strokes), and ends
 # sharply on both sides: the rows _LINE_WIDTH / 2 away depart along at least _LINE_END less of
 # their length (a slanted or tapering bar fades). Pictures under _LINE_SIDE pixels are left alone
 _LINE_SPAN = 0.8
 _LINE_FULL = 0.97
 _LINE_CONTRAST = 0.15
 _LINE_WIDTH = 0.05
-_LINE_STROKE = 0.6
+_LINE_STROKE = 0.5
 _LINE_END = 0.15
 _LINE_SIDE = 40
 
@@ -300,7 +305,7 @@ def ink_map(image: Image.Image) -> tuple[np.ndarray, bool]:
         if alpha.min() < _OPAQUE:  # real transparency: the alpha channel is the drawing
             return alpha, False
     gray = np.asarray(image if image.mode == "L" else image.convert("L"), dtype=np.float32) / 255.0
-    gray = _without_lines(_without_lines(gray).T).T  # horizontal lines, then vertical ones
+    gray = np.ascontiguousarray(_without_lines(_without_lines(gray).T).T)  # horizontal lines, then vertical ones
     paper = _median(_border(gray))
     inverted = paper > 0.5
     ink = 1.0 - gray if inverted else gray
@@ -331,9 +336,12 @@ def _without_lines(gray: np.ndarray) -> np.ndarray:
     bands = _runs(span >= _LINE_SPAN)
     if not bands:  # most pictures
         return gray
-    step = max(1, min(h, w) // 128)
-    strokes = step * stroke_width(np.abs(gray[::step, ::step] - paper) > _LINE_CONTRAST)
-    widest, gap = max(1, min(int(h * _LINE_WIDTH), int(_LINE_STROKE * strokes))), max(1, round(h * _LINE_WIDTH / 2))
+    ink = np.abs(gray - paper) > _LINE_CONTRAST
+    for first, last in bands:  # the strokes' width is measured without the candidate lines, these
+        ink[first : last + 1] = False  # and the other way's (squared paper)
+    ink[:, (np.abs(gray[:: max(1, h // 64)] - paper) > _LINE_CONTRAST).mean(axis=0) >= _LINE_SPAN] = False
+    strokes = stroke_width(ink) if ink.any() else 0.0  # nothing else: the bands are the strokes
+    widest, gap = min(int(h * _LINE_WIDTH), math.ceil(_LINE_STROKE * strokes) - 1), max(1, round(h * _LINE_WIDTH / 2))
     for first, last in list(bands):
         if last - first + 1 > widest:
             bands += _runs(span[first : last + 1] >= _LINE_FULL, first)
@@ -457,7 +465,11 @@ def stroke_width(mask: np.ndarray) -> float:
     return 2 * area / max(area - int(inner.sum()), 1)
 
 
-def _pieces(crop: np.ndarray, box: int, join: int = 1) -> tuple[np.ndarray, np.ndarray, int]:
+class _WindingError(Exception):
+    """Labelling pieces took more rounds than it was given."""
+
+
+def _pieces(crop: np.ndarray, box: int, join: int = 1, rounds: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
     """The pieces of ink of ``crop`` on a grid of ``box`` cells along its longer side: the label of
     each cell (0, 1, ... by piece; -1 where it holds no ink), the ink each cell holds, and the
     cell's side in pixels.
@@ -465,7 +477,8 @@ def _pieces(crop: np.ndarray, box: int, join: int = 1) -> tuple[np.ndarray, np.n
     Cells are joined when they touch (8-connected) or are up to ``join`` empty cells apart: with one,
     a dotted or dashed stroke is one piece, specks of dust scattered over a page are as many pieces.
     Labels are found by each cell taking the least label of its neighbourhood, then the label of
-    that label's cell, until nothing changes."""
+    that label's cell, until nothing changes; :class:`_WindingError` if that takes more than ``rounds``
+    rounds (a serpentine a cell wide takes about a round a cell)."""
     h, w = crop.shape
     cell = -(-max(h, w) // box)
     gh, gw = -(-h // cell), -(-w // cell)
@@ -476,7 +489,7 @@ def _pieces(crop: np.ndarray, box: int, join: int = 1) -> tuple[np.ndarray, np.n
     none = gh * gw
     labels = np.where(grid, np.arange(none).reshape(gh, gw), none)
     side = 2 * join + 3  # the neighbourhood's side; its minimum is taken along rows, then columns
-    while True:
+    for _ in itertools.count() if rounds is None else range(rounds):
         padded_labels = np.pad(labels, join + 1, constant_values=none)
         rows = padded_labels[:, :gw].copy()
         for dx in range(1, side):
@@ -491,6 +504,8 @@ def _pieces(crop: np.ndarray, box: int, join: int = 1) -> tuple[np.ndarray, np.n
         if np.array_equal(least, labels):
             break
         labels = least
+    else:
+        raise _WindingError
     out = np.full(labels.shape, -1)
     out[grid] = np.unique(labels[grid], return_inverse=True)[1]  # numbered 0, 1, ... in order
     return out, mass, cell
@@ -536,22 +551,25 @@ def _main_ink(crop: np.ndarray, box: int) -> tuple[np.ndarray, bool]:
 
 
 def _without_cut_pieces(ink: np.ndarray, box: int) -> np.ndarray:
-    """``ink`` without the pieces the picture's edge cuts through (a sliver of the next digit or a
-    comma, in a crop out of a number) that lie wholly beside the largest piece clear of the edge,
-    when each holds less than :data:`_CUT` times its ink and it spans a quarter of the picture.
-    Pieces are told apart by their cores (:data:`_CORE`) on a grid four times the box's; soft ink
-    (:data:`_SOFT`) is left as it is."""
+    """``ink`` without the pieces the picture's left, right or bottom edge cuts through (a sliver of
+    the next digit or a comma, in a crop out of a number; the top edge cuts a digit's own bar) that
+    lie wholly beside the largest piece clear of those edges, when each holds less than :data:`_CUT`
+    times its ink and it spans a quarter of the picture. Pieces are told apart by their cores
+    (:data:`_CORE`) on a grid four times the box's; soft ink (:data:`_SOFT`) is left as it is."""
     on = ink > _CORE
-    if not (on[0].any() or on[-1].any() or on[:, 0].any() or on[:, -1].any()):
+    if not (on[-1].any() or on[:, 0].any() or on[:, -1].any()):
         return ink  # most pictures: nothing reaches the edge
     if float(ink[ink > 0.8].sum()) < _SOFT * float(ink.sum()):
         return ink  # soft ink (a blurred thumbnail): its cores split a stroke where it thins
-    labels, mass, cell = _pieces(np.where(on, ink, 0), 4 * box, join=0)
+    try:
+        labels, mass, cell = _pieces(np.where(on, ink, 0), 4 * box, join=0, rounds=_CUT_ROUNDS)
+    except _WindingError:
+        return ink  # a maze, not a digit beside its neighbour: not worth the time
     if labels.max() < 1:
         return ink
     h, w = ink.shape
-    edge = np.concatenate([
-        labels[0][np.flatnonzero(on[0]) // cell], labels[(h - 1) // cell][np.flatnonzero(on[-1]) // cell],
+    edge = np.concatenate([  # the sides a neighbour sits at in a written number: left, right, a comma below
+        labels[(h - 1) // cell][np.flatnonzero(on[-1]) // cell],
         labels[:, 0][np.flatnonzero(on[:, 0]) // cell], labels[:, (w - 1) // cell][np.flatnonzero(on[:, -1]) // cell],
     ])  # fmt: skip
     inked = labels >= 0

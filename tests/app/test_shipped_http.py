@@ -104,3 +104,43 @@ def test_shipped_model_reads_digits_as_callers_crop_them(shipped_client, mnist_r
         r = shipped_client.post("/v1/predict", content=buffer.getvalue(), headers=PNG)
         right += r.status_code == 200 and r.json()["digit"] == int(test.labels[i])
     assert right >= 36, f"{staging}: {right}/40 right"
+
+
+# digits drawn with a ruler-straight pen, as polylines in a unit box: their bars run across a tight
+# crop like a form's printed lines, and must not be taken for one
+RULED_DIGITS = {
+    7: [[(0, 0), (1, 0), (0.35, 1)]],
+    4: [[(0.7, 1), (0.7, 0), (0, 0.65), (1, 0.65)]],
+    2: [[(0, 0.15), (0.3, 0), (0.8, 0), (1, 0.25), (0, 1), (1, 1)]],
+    1: [[(0.2, 0.2), (0.5, 0), (0.5, 1)], [(0.15, 1), (0.85, 1)]],
+    5: [[(1, 0), (0.1, 0), (0.05, 0.45), (0.7, 0.4), (1, 0.7), (0.7, 1), (0, 0.95)]],
+    3: [[(0, 0), (1, 0), (0.4, 0.45), (1, 0.7), (0.6, 1), (0, 0.95)]],
+}
+
+
+@pytest.mark.parametrize("digit", RULED_DIGITS)
+def test_shipped_model_reads_a_tight_crop_of_straight_strokes_as_drawn(shipped_client, digit):
+    for height, pen in ((120, 2), (120, 5), (500, 2), (500, 5)):
+        width = int(height * 0.7)
+        image = Image.new("L", (width + 2 * pen, height + 2 * pen), 255)
+        draw = ImageDraw.Draw(image)
+        for line in RULED_DIGITS[digit]:
+            draw.line([(pen + x * width, pen + y * height) for x, y in line], fill=0, width=pen)
+        body = shipped_client.post("/v1/predict", content=png_bytes(np.asarray(image)), headers=PNG).json()
+        assert body["digit"] == digit, f"{height} px tall, a {pen} px pen: read {body['digit']}"
+
+
+def test_shipped_model_keeps_a_fives_bar_that_the_top_edge_cuts(shipped_client):
+    # a 5 whose bar, drawn apart from its body, runs off the top of the picture: the top edge cuts a
+    # digit's own strokes, never a neighbour's (which sit left, right, or as a comma below)
+    for side in (60, 300):
+        pen, margin = max(2, side // 15), max(3, side // 20)
+        image = Image.new("L", (side, side), 255)
+        draw = ImageDraw.Draw(image)
+        bar = pen // 2 - 2  # its top two pixels off the picture
+        draw.line([(0.30 * side, bar), (0.85 * side, bar)], fill=0, width=pen)
+        stem = bar + pen // 2 + 6 + pen // 2  # six pixels below the bar
+        draw.line([(0.30 * side, stem), (0.27 * side, 0.5 * side)], fill=0, width=pen)
+        draw.arc([0.2 * side, 0.38 * side, side - margin - pen, side - margin], 200, 140, fill=0, width=pen)
+        body = shipped_client.post("/v1/predict", content=png_bytes(np.asarray(image)), headers=PNG).json()
+        assert body["digit"] == 5 and body["confidence"] > 0.9, f"{side} px: {body['digit']} at {body['confidence']}"

@@ -60,6 +60,9 @@ class ViTConfig:
             divide ``grid_size``.
         kv_pool: ``kvpool`` attention only: keys and values come from tokens averaged over
             ``kv_pool`` x ``kv_pool`` patches; must divide ``grid_size``.
+        distill_token: a second prefix token with its own head, which learns from a teacher's
+            answers while the class token learns from the labels (DeiT, Touvron et al. 2021); the
+            logits are the mean of the two heads. Needs ``impl='ours'`` and ``pool='cls'``.
     """
 
     image_size: int = 28
@@ -80,6 +83,7 @@ class ViTConfig:
     attention: AttentionKind = "full"
     window: int = 7
     kv_pool: int = 2
+    distill_token: bool = False
 
     def __post_init__(self) -> None:
         for name, choices in _CHOICES.items():
@@ -111,6 +115,11 @@ class ViTConfig:
             raise ConfigError("impl='timm' supports only stem='linear' and pos_embed='learned'")
         if self.attention != "full":
             self._check_efficient_attention()
+        if self.distill_token and (self.impl != "ours" or self.pool != "cls"):
+            raise ConfigError(
+                f"distill_token needs impl='ours' and pool='cls' (it sits beside the class token); "
+                f"got impl={self.impl!r}, pool={self.pool!r}"
+            )
 
     def _check_efficient_attention(self) -> None:
         """The non-full attention kinds attend over the patch grid, so the tokens must be exactly it."""
@@ -143,8 +152,9 @@ class ViTConfig:
 
     @property
     def num_prefix_tokens(self) -> int:
-        """Tokens before the patches: 1 for the class token, 0 with mean pooling."""
-        return 1 if self.pool == "cls" else 0
+        """Tokens before the patches: the class token (none with mean pooling), then the
+        distillation token if there is one."""
+        return (self.pool == "cls") + self.distill_token
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain JSON-able data."""

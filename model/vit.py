@@ -1,6 +1,7 @@
 """Vision Transformer for digits, written from scratch.
 
-Forward reads top to bottom: patches -> (CLS) -> position -> blocks -> norm -> pool -> head.
+Forward reads top to bottom: patches -> (CLS, distillation token) -> position -> blocks -> norm
+-> pool -> head (with a distillation token: the mean of its head and the class token's).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from model.embedding import ConvStem, PatchEmbed, sincos_2d
 class ViT(nn.Module):
     """Vision Transformer classifier configured by a :class:`ViTConfig`.
 
-    ``forward(x)`` returns logits (B, classes). ``forward_with_attention(x)`` returns
+    ``forward(x)`` returns logits (B, classes); ``forward(x, both_heads=True)`` returns the class
+    token's and the distillation token's logits apart (training with ``config.distill_token``).
+    ``forward_with_attention(x)`` returns
     ``(logits, attention)`` with attention (B, layers, heads, N, N), N = prefix + patch tokens,
     computed by an explicit softmax; the logits are the same as on the fused path. Only full
     attention has maps: with another ``config.attention`` it raises ValueError.
@@ -34,6 +37,7 @@ class ViT(nn.Module):
         stem = ConvStem if c.stem == "conv" else PatchEmbed
         self.patch_embed = stem(c.in_chans, c.dim, c.patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, c.dim)) if c.pool == "cls" else None
+        self.dist_token = nn.Parameter(torch.zeros(1, 1, c.dim)) if c.distill_token else None
         n_tokens = c.num_prefix_tokens + c.num_patches
         self.pos_embed: nn.Parameter | None = None
         if c.pos_embed == "learned":
@@ -51,9 +55,11 @@ class ViT(nn.Module):
         )
         self.norm = nn.LayerNorm(c.dim)
         self.head = nn.Linear(c.dim, c.num_classes)
+        self.head_dist = nn.Linear(c.dim, c.num_classes) if c.distill_token else None
         self.apply(_init_weights)
-        if self.cls_token is not None:
-            nn.init.normal_(self.cls_token, std=1e-6)
+        for token in (self.cls_token, self.dist_token):
+            if token is not None:
+                nn.init.normal_(token, std=1e-6)
 
     def forward_features(
         self, x: torch.Tensor, return_attention: bool = False
@@ -65,8 +71,9 @@ class ViT(nn.Module):
                 f"which computes no (N, N) attention matrix"
             )
         x = self.patch_embed(x)  # (B, patches, dim)
-        if self.cls_token is not None:
-            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        prefix = [t.expand(x.shape[0], -1, -1) for t in (self.cls_token, self.dist_token) if t is not None]
+        if prefix:
+            x = torch.cat([*prefix, x], dim=1)
         if self.pos_embed is not None:
             x = x + self.pos_embed
         elif self.config.pos_embed == "sincos2d":
@@ -80,15 +87,25 @@ class ViT(nn.Module):
         attention = torch.stack(maps, dim=1) if return_attention else None  # (B, L, h, N, N)
         return self.norm(x), attention
 
-    def forward_head(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Pool the tokens (class token or mean of all tokens) and classify."""
+    def forward_heads(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The class token's logits (or the mean token's, with mean pooling) and the distillation
+        token's (the same logits again without one)."""
         pooled = tokens[:, 0] if self.cls_token is not None else tokens.mean(dim=1)
-        return self.head(pooled)
+        logits = self.head(pooled)
+        if self.head_dist is None:
+            return logits, logits
+        return logits, self.head_dist(tokens[:, 1])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Images (B, C, H, W) -> logits (B, classes), on the fused attention path."""
+    def forward_head(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Classify: the class token's head, averaged with the distillation token's if there is one."""
+        logits, distilled = self.forward_heads(tokens)
+        return logits if self.head_dist is None else (logits + distilled) / 2
+
+    def forward(self, x: torch.Tensor, both_heads: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Images (B, C, H, W) -> logits (B, classes), on the fused attention path; with
+        ``both_heads`` the pair of :meth:`forward_heads` instead."""
         tokens, _ = self.forward_features(x)
-        return self.forward_head(tokens)
+        return self.forward_heads(tokens) if both_heads else self.forward_head(tokens)
 
     def forward_with_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Images -> (logits, attention (B, layers, heads, N, N)) on the explicit-softmax path."""

@@ -57,7 +57,7 @@ _HELP: dict[str, str] = {
     "staged_digits": "training digits staged as callers send them, added to them",
     "stem_lr_scale": "learning-rate factor of the linear patch embedding's kernel (its decay divided by it)",
     "export": "do not write the ONNX serving export next to the best checkpoint",
-    "distill": "soft: KL at --distill-tau; hard: top class",
+    "distill": "soft: KL at --distill-tau; hard: top class; token: top class on --distill-token's head",
     "distill_alpha": "the teacher's share of the digits' loss",
     "distill_tau": "temperature of soft distillation",
     "teacher": "the teacher's weights (written by the ship command)",
@@ -79,6 +79,7 @@ _HELP: dict[str, str] = {
     "attention": "token mixer of every block (all but full need --impl ours --pool mean)",
     "window": "side of the attention window in patches (--attention window)",
     "kv_pool": "keys and values averaged over N x N patches (--attention kvpool)",
+    "distill_token": "a distillation token with its own head, taught by the teacher (--distill token)",
     # AugmentConfig
     "rotate": "max rotation in degrees",
     "translate": "max shift as a fraction of the side",

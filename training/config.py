@@ -76,9 +76,10 @@ class TrainConfig:
     # the experiments' control for the 3x faster effective stem of a replicated-RGB input
     stem_lr_scale: float = 1.0
     export: bool = True  # write the ONNX serving export next to the best checkpoint
-    # knowledge distillation from a CNN teacher (training/teacher.py): none, soft (KL at distill_tau)
-    # or hard (the teacher's top class); the teacher's share of the digits' loss is distill_alpha
-    distill: Literal["none", "soft", "hard"] = "none"
+    # knowledge distillation from a CNN teacher (training/teacher.py): none, soft (KL at distill_tau),
+    # hard (the teacher's top class) or token (the top class, on the model's distillation token);
+    # the teacher's share of the digits' loss is distill_alpha
+    distill: Literal["none", "soft", "hard", "token"] = "none"
     distill_alpha: float = 0.5
     distill_tau: float = 2.0
     teacher: Path | None = None  # the teacher's weights (written by `python -m training ship`)
@@ -102,8 +103,13 @@ class TrainConfig:
             raise ConfigError(f"stem_lr_scale must be positive; got {self.stem_lr_scale}")
         if self.val_size < 0 or self.limit < 0 or self.warmup_epochs < 0:
             raise ConfigError("val_size, limit and warmup_epochs cannot be negative")
-        if self.distill not in ("none", "soft", "hard"):
-            raise ConfigError(f"distill must be none, soft or hard; got {self.distill!r}")
+        if self.distill not in ("none", "soft", "hard", "token"):
+            raise ConfigError(f"distill must be none, soft, hard or token; got {self.distill!r}")
+        if (self.distill == "token") != self.model.distill_token:
+            raise ConfigError(
+                "distill='token' and the model's distill_token go together (the token's head learns "
+                "from the teacher alone): pass both --distill token and --distill-token, or neither"
+            )
         if self.distill != "none" and self.teacher is None:
             raise ConfigError("distillation needs the teacher's weights: pass --teacher PATH")
         if not 0.0 <= self.distill_alpha <= 1.0 or self.distill_tau <= 0:

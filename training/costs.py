@@ -72,7 +72,8 @@ def vit_flops(config: ViTConfig) -> int:
     :func:`flops_per_image` must count. Per block, with N tokens of width C, d = C / heads:
     projections 8NC^2 and the MLP 4NC x hidden, plus the attention products: 4N^2C for full
     attention, 4Nw^2C for w x w windows, 4NCd + 2NC for linear attention, and for pooled keys
-    (M = N / p^2 of them) 4NMC, with the key and value projections on the M tokens only."""
+    (M = N / p^2 of them) 4NMC, with the key and value projections on the M tokens only. The mean
+    of two heads (with a distillation token) is left out, as the softmax's and the norms' are."""
     c = config
     n = c.num_patches + c.num_prefix_tokens
     hidden = int(c.dim * c.mlp_ratio)
@@ -88,7 +89,7 @@ def vit_flops(config: ViTConfig) -> int:
         projections = 2 * n * c.dim * c.dim + 2 * m * c.dim * 2 * c.dim + 2 * n * c.dim * c.dim
         attention = 4 * n * m * c.dim
     mlp = 2 * n * c.dim * hidden * 2
-    head = 2 * c.dim * c.num_classes
+    head = 2 * c.dim * c.num_classes * (1 + c.distill_token)  # the distillation token's head too
     return _stem_flops(c) + c.depth * (projections + attention + mlp) + head
 
 

@@ -63,14 +63,15 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
 class EpochOptions:
     """How a run trains every epoch: the constants of :func:`train_one_epoch`.
 
-    ``batch_size`` is per process; ``rank`` and ``world`` shard the batches across processes.
-    ``amp_dtype`` turns on autocast and ``scaler`` (fp16 only) scales the loss. ``max_steps`` > 0
-    stops the epoch early (a dry run). With ``outliers`` (uint8 (M, 28, 28) not-a-digit pictures)
-    and ``outlier_weight`` > 0, every batch also takes half its size in randomly drawn outliers,
-    trained towards the uniform distribution over the classes (outlier exposure, Hendrycks et al.
-    2019): the model learns to give what is not a digit flat, low logits. With a ``distiller`` the
-    digits' loss mixes the labels with a teacher's answers on the same augmented batch. The curve
-    holds the mean loss of every ``curve_every`` steps.
+        ``batch_size`` is per process; ``rank`` and ``world`` shard the batches across processes.
+        ``amp_dtype`` turns on autocast and ``scaler`` (fp16 only) scales the loss. ``max_steps`` > 0
+        stops the epoch early (a dry run). With ``outliers`` (uint8 (M, 28, 28) not-a-digit pictures)
+        and ``outlier_weight`` > 0, every batch also takes half its size in randomly drawn outliers,
+        trained towards the uniform distribution over the classes (outlier exposure, Hendrycks et al.
+        2019): the model learns to give what is not a digit flat, low logits. With a ``distiller`` the
+        digits' loss mixes the labels with a teacher's answers on the same augmented batch (with the
+    ``token`` kind, the class token's head takes the labels and the distillation token's the teacher). The curve
+        holds the mean loss of every ``curve_every`` steps.
     """
 
     device: torch.device
@@ -111,6 +112,7 @@ def train_one_epoch(
     if o.max_steps:
         steps = min(steps, o.max_steps)
     taken = 0
+    two_heads = o.distiller is not None and o.distiller.kind == "token"
     bar = tqdm(total=steps, desc=desc, disable=o.rank != 0, leave=False, dynamic_ncols=True)
     for step, index in enumerate(batches(len(data), o.batch_size, generator, o.rank, o.world)):
         if step == steps:
@@ -126,13 +128,19 @@ def train_one_epoch(
         if o.augment.enabled:
             x = random_affine(x, o.augment, generator)
         with autocast(o.device, o.amp_dtype):
-            out = model(fit_input(x, in_chans, size))
-            logits = out[: len(y)]
-            loss = F.cross_entropy(logits, y, label_smoothing=o.label_smoothing)
+            # the class token's head learns from the labels, the distillation token's (where it is
+            # the distiller's kind) from the teacher; without one both are the same logits
+            if two_heads:
+                heads = model(fit_input(x, in_chans, size), both_heads=True)
+            else:
+                heads = (model(fit_input(x, in_chans, size)),) * 2
+            logits = (heads[0][: len(y)] + heads[1][: len(y)]) / 2 if two_heads else heads[0][: len(y)]
+            loss = F.cross_entropy(heads[0][: len(y)], y, label_smoothing=o.label_smoothing)
             if o.distiller is not None:
-                loss = o.distiller.loss(x[: len(y)], logits, loss)
+                loss = o.distiller.loss(x[: len(y)], heads[1][: len(y)], loss)
             if exposed:
-                loss = loss + o.outlier_weight * -F.log_softmax(out[len(y) :].float(), dim=1).mean()
+                uniform = [-F.log_softmax(h[len(y) :].float(), dim=1).mean() for h in heads]
+                loss = loss + o.outlier_weight * (uniform[0] + uniform[1]) / 2
         optimizer.zero_grad(set_to_none=True)
         if o.scaler is not None:
             o.scaler.scale(loss).backward()

@@ -43,7 +43,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs-scale", type=float, default=1.0, help="scale both stages' epochs (a quick check)")
     p.add_argument("--pictures-scale", type=float, default=1.0, help="scale the generated picture sets (a quick check)")
     p.add_argument(
-        "--distill", choices=("none", "soft", "hard"), default="hard", help="distillation from a CNN teacher"
+        "--distill",
+        choices=("none", "soft", "hard", "token"),
+        default="hard",
+        help="distillation from a CNN teacher (token: on a distillation token of the model)",
     )
 
 
@@ -68,6 +71,8 @@ def run_ship(args: argparse.Namespace) -> dict[str, Any]:
         teacher = args.run_dir / "teacher" / "teacher.safetensors"
         run_teacher(stage("base"), teacher, max(1, round(TeacherConfig.epochs * args.epochs_scale)))
         distill = dict(distill=args.distill, teacher=teacher)
+        if args.distill == "token":
+            distill["model"] = PRESETS["base"]["model"].replace(distill_token=True)
     run(stage("base", **distill))
     shipped = PRESETS["shipped"]
     run(

@@ -141,9 +141,14 @@ SUITES: dict[str, Suite] = {
         (("conv", "linear"),),
     ),
     "distill": Suite(
-        "What does distillation from a CNN teacher buy the ViT: hard labels, soft labels, or none?",
-        {"none": _RECIPE, "soft": _RECIPE | {"distill": "soft"}, "hard": _RECIPE | {"distill": "hard"}},
-        (("hard", "none"), ("soft", "none"), ("hard", "soft")),
+        "What does distillation from a CNN teacher buy the ViT: hard or soft labels, a distillation token, or none?",
+        {
+            "none": _RECIPE,
+            "soft": _RECIPE | {"distill": "soft"},
+            "hard": _RECIPE | {"distill": "hard"},
+            "token": _RECIPE | {"distill": "token", "distill_token": True},
+        },
+        (("hard", "none"), ("soft", "none"), ("hard", "soft"), ("token", "hard"), ("token", "soft")),
         # the shipped recipe's first stage at a budget that fits three seeds of three variants in
         # about half an hour: 8 epochs on 8,000 images (2,000 more for validation), each seed with
         # a teacher of its own trained on the same images (variant_config, runs.train_suite)

@@ -9,8 +9,11 @@ al. 2021):
 - ``soft``: the KL divergence between the teacher's and the student's distributions at a
   temperature ``tau`` (Hinton et al. 2015), mixed with the cross-entropy against the labels;
 - ``hard``: the cross-entropy against the teacher's top class, mixed half and half with the
-  cross-entropy against the labels (DeiT's hard-label distillation, through the class token's head:
-  this ViT has no separate distillation token).
+  cross-entropy against the labels (DeiT's hard-label distillation), both through the class
+  token's head;
+- ``token``: the same two terms on two heads: the labels' on the class token's, the teacher's top
+  class on a distillation token's (DeiT's distillation token, ``ViTConfig.distill_token``); the
+  served logits are the mean of the two.
 
 Outlier exposure is untouched: the teacher never saw a non-digit, so non-digits keep their uniform
 target.
@@ -36,7 +39,7 @@ from training.data import Split, to_input
 from training.engine import batches, score
 
 log = logging.getLogger(__name__)
-Distill = Literal["none", "soft", "hard"]
+Distill = Literal["none", "soft", "hard", "token"]
 CHANNELS = (24, 24, 48, 48, 80, 80)  # six 3x3 convolutions, 2x2 max-pooling after the 2nd and 4th
 
 
@@ -131,10 +134,11 @@ class Distiller:
 
     def loss(self, x: torch.Tensor, student: torch.Tensor, labels_loss: torch.Tensor) -> torch.Tensor:
         """``labels_loss`` (the cross-entropy against the labels) mixed with the teacher's term for
-        the student's logits ``student`` on the (augmented, normalised) digits ``x``."""
+        the student's logits ``student`` on the (augmented, normalised) digits ``x`` (with the
+        ``token`` kind, the distillation token's logits)."""
         with torch.no_grad():
             target = self.teacher(x[:, :1]).float()  # the teacher reads one channel
-        if self.kind == "hard":
+        if self.kind in ("hard", "token"):
             term = F.cross_entropy(student, target.argmax(dim=1))
         else:
             term = F.kl_div(

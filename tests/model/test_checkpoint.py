@@ -9,7 +9,15 @@ from model import CheckpointError, CheckpointMeta, ViTConfig, build_model, load_
 CFG = ViTConfig(patch_size=7, dim=16, depth=2, heads=2, stem="linear")
 
 
-@pytest.mark.parametrize("cfg", [CFG, CFG.replace(impl="timm"), ViTConfig(dim=16, depth=1, heads=2, stem="conv")])
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        CFG,
+        CFG.replace(impl="timm"),
+        ViTConfig(dim=16, depth=1, heads=2, stem="conv"),
+        CFG.replace(distill_token=True),
+    ],
+)
 def test_checkpoint_round_trip_gives_identical_logits(tmp_path, cfg):
     model = build_model(cfg).eval()
     meta = CheckpointMeta(cfg, training={"test_accuracy": 0.99, "seed": 3})

@@ -21,9 +21,10 @@ from tests.conftest import TINY
     [
         TINY,
         TINY.replace(pool="mean", pos_embed="sincos2d"),
+        TINY.replace(distill_token=True),
         ViTConfig(patch_size=7, dim=16, depth=2, heads=2, mlp_ratio=2.0, impl="timm", in_chans=3),
     ],
-    ids=["ours-cls", "ours-mean", "timm-rgb"],
+    ids=["ours-cls", "ours-mean", "ours-distill-token", "timm-rgb"],
 )
 def test_export_reproduces_pytorch_logits_and_attention_at_any_batch_size(tmp_path, config):
     torch.manual_seed(0)

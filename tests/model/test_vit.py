@@ -18,6 +18,8 @@ SMALL = ViTConfig(patch_size=4, dim=32, depth=2, heads=4)
         {"patch_size": 7},
         {"patch_size": 2},
         {"patch_size": 14},
+        {"distill_token": True},
+        {"distill_token": True, "pos_embed": "sincos2d"},
     ],
 )
 def test_vit_shapes_logits_and_attention(changes):
@@ -36,7 +38,7 @@ def test_vit_attention_rows_sum_to_one():
     assert (attn >= 0).all()
 
 
-@pytest.mark.parametrize("changes", [{}, {"pool": "mean"}, {"stem": "conv"}])
+@pytest.mark.parametrize("changes", [{}, {"pool": "mean"}, {"stem": "conv"}, {"distill_token": True}])
 def test_vit_fused_and_explicit_attention_give_same_logits(changes):
     model = ViT(SMALL.replace(**changes)).eval()
     x = torch.randn(4, 1, 28, 28)
@@ -45,11 +47,30 @@ def test_vit_fused_and_explicit_attention_give_same_logits(changes):
     torch.testing.assert_close(fused, explicit, rtol=1e-5, atol=1e-5)
 
 
-def test_vit_every_parameter_gets_a_gradient():
-    model = ViT(SMALL.replace(stem="conv", drop_path=0.1))
+@pytest.mark.parametrize("changes", [{}, {"distill_token": True}])
+def test_vit_every_parameter_gets_a_gradient(changes):
+    model = ViT(SMALL.replace(stem="conv", drop_path=0.1, **changes))
     model(torch.randn(4, 1, 28, 28)).sum().backward()
     missing = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert missing == []
+
+
+def test_vit_distillation_token_has_its_own_head_and_serves_the_mean_of_both():
+    model = ViT(SMALL.replace(distill_token=True)).eval()
+    plain = ViT(SMALL)
+    # the token, its position and its head
+    assert count_parameters(model) - count_parameters(plain) == SMALL.dim * 2 + SMALL.dim * 10 + 10
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        labels_head, teacher_head = model(x, both_heads=True)
+        served = model(x)
+    assert not torch.allclose(labels_head, teacher_head)  # two heads on two tokens
+    torch.testing.assert_close(served, (labels_head + teacher_head) / 2)
+
+
+def test_vit_distillation_token_needs_a_class_token():
+    with pytest.raises(ConfigError, match="distill_token needs impl='ours' and pool='cls'"):
+        SMALL.replace(distill_token=True, pool="mean")
 
 
 def test_vit_sincos_positions_are_fixed_not_trained():

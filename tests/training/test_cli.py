@@ -82,3 +82,16 @@ def test_card_without_the_training_run_names_the_file_and_the_flag(tmp_path, tin
     assert exit_info.value.code == 2
     message = capsys.readouterr().err
     assert "metrics.jsonl" in message and "--run" in message
+
+
+@pytest.mark.parametrize("argv", [["--distill", "token"], ["--distill", "hard", "--distill-token"]])
+def test_a_distillation_token_without_token_distillation_is_refused_by_both_flags(tmp_path, capsys, argv):
+    from training.cli import main
+
+    teacher = ["--teacher", str(tmp_path / "teacher.safetensors")]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", *argv, *teacher, "--dry-run", "--run-dir", str(tmp_path)])
+    assert exit_info.value.code == 2
+    message = capsys.readouterr().err
+    assert "--distill token" in message and "--distill-token" in message
+    assert not list(tmp_path.iterdir())  # refused before anything is written

@@ -114,18 +114,20 @@ def test_quick_trials_stay_out_of_the_tracked_results_folder(tmp_path, monkeypat
 @pytest.mark.slow
 def test_distill_suite_trains_each_seeds_teacher_once_on_the_runs_own_images(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert main(_suite_args(tmp_path, "distill", "--seeds", "0", "--variants", "soft", "hard", "--no-costs")) == 0
+    variants = ("soft", "hard", "token")
+    assert main(_suite_args(tmp_path, "distill", "--seeds", "0", "--variants", *variants, "--no-costs")) == 0
     out = next((tmp_path / "exp").glob("distill-*"))
     teacher = out / "teachers" / "teacher-seed0.safetensors"
     assert [p.name for p in (out / "teachers").glob("*.safetensors")] == [teacher.name]
     record = json.loads(teacher.with_suffix(".json").read_text())
     assert record["seed"] == 0 and 0 < record["val_accuracy"] <= 1
-    for variant in ("soft", "hard"):
+    for variant in variants:
         config = json.loads((out / "runs" / f"{variant}-seed0" / "config.json").read_text())
         assert config["distill"] == variant and Path(config["teacher"]) == teacher
+        assert config["model"]["distill_token"] == (variant == "token")
         assert config["limit"] == 300  # the teacher saw these images and no others
     rows = {r["variant"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
-    assert set(rows) == {"soft", "hard"}
+    assert set(rows) == set(variants)
 
 
 def test_a_suite_can_train_a_subset_of_its_variants(tmp_path, monkeypatch, capsys):

@@ -27,6 +27,15 @@ def test_hard_distillation_mixes_the_labels_with_the_teachers_top_class():
     assert torch.allclose(got, 0.5 * labels_loss + 0.5 * F.cross_entropy(student, top))
 
 
+def test_token_distillation_is_hard_distillation_on_the_distillation_tokens_logits():
+    teacher = ConvTeacher().eval()
+    x = torch.randn(8, 1, 28, 28)
+    distilled = torch.randn(8, 10)
+    labels_loss = torch.tensor(0.7)
+    hard = Distiller(teacher, "hard", alpha=0.4).loss(x, distilled, labels_loss)
+    assert torch.allclose(Distiller(teacher, "token", alpha=0.4).loss(x, distilled, labels_loss), hard)
+
+
 def test_soft_distillation_vanishes_when_the_student_answers_as_the_teacher():
     teacher = ConvTeacher().eval()
     x = torch.randn(8, 1, 28, 28)

@@ -17,6 +17,10 @@ server: ``POST /v2/models/{name}/infer`` with one picture as a binary BYTES tens
 [64, 1, 28, 28] binary inputs (preprocessed, so no decoding) at 4 connections, in images/s,
 alternating with the in-process ceiling.
 
+With ``--ceiling-against CHECKPOINT``, only the in-process ceiling, of ``--checkpoint``'s model and
+of the other one's in turn, ``--repeat`` rounds, and their ratio: the way to check that a new model
+costs no throughput (no servers, so no wrk needed).
+
 With ``--baseline DIR`` (another checkout, e.g. ``git worktree add /tmp/base main``), that checkout's
 service runs too, alternating with this one's on the same checkpoint, and the ratio of the two is
 printed: the way to check that a change costs no throughput. Both are started afresh for each
@@ -27,7 +31,7 @@ port), e.g. uvicorn's own supervisor:
 connections each worker process held halfway through are printed (how evenly they share the load).
 
     .venv/bin/python bench/serve_load.py [--duration 10] [--repeat 3] [--checkpoint checkpoints/vit-digits.safetensors]
-        [--baseline DIR] [--command CMD] [--v2]
+        [--baseline DIR] [--command CMD] [--v2] [--ceiling-against CHECKPOINT]
 """
 
 from __future__ import annotations
@@ -202,6 +206,22 @@ class Ceiling:
         return n / (time.perf_counter() - start)
 
 
+def compare_ceilings(args: argparse.Namespace, png: bytes) -> None:
+    """The in-process ceilings of two models, measured in turn (which goes first alternating), and
+    the ratio of their medians."""
+    models = {"this": Ceiling(args.checkpoint, png, args.batch_images)}
+    models["against"] = Ceiling(args.ceiling_against, png, args.batch_images)
+    runs: dict[str, list[float]] = {name: [] for name in models}
+    for round_ in range(args.repeat):
+        for name in list(models)[:: 1 if round_ % 2 == 0 else -1]:
+            runs[name].append(models[name].measure(args.duration))
+    medians = {name: statistics.median(values) for name, values in runs.items()}
+    for name, path in (("this", args.checkpoint), ("against", args.ceiling_against)):
+        each = " ".join(f"{v:.0f}" for v in runs[name])
+        print(f"in-process ceiling, {path}: {medians[name]:.0f} images/s (runs: {each})")
+    print(f"ratio {args.checkpoint.name} / {args.ceiling_against.name}: {medians['this'] / medians['against']:.3f}")
+
+
 V2_INPUTS = 64  # FP32 inputs per /v2 request: issue 33's [64, 1, 28, 28]
 OCTETS = "application/octet-stream"
 
@@ -299,8 +319,11 @@ def main() -> None:
         "--command", help="the service's command line instead of `python -m app`; {port} stands for its port"
     )
     parser.add_argument("--v2", action="store_true", help="the Open Inference Protocol's rows against /v1's instead")
+    parser.add_argument(
+        "--ceiling-against", type=Path, metavar="CHECKPOINT", help="only the in-process ceiling, against this model's"
+    )
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
+    if args.ceiling_against is None and shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install wrk")
     from training.data import load_split, prepare_root
 
@@ -316,6 +339,9 @@ def main() -> None:
     (work / "batch.bin").write_bytes(batch_body)
     if args.v2:
         run_v2(args, png, work)
+        return
+    if args.ceiling_against is not None:
+        compare_ceilings(args, png)
         return
     python = sys.executable
     settings = {**dict(item.split("=", 1) for item in args.env), "VIT_DIGITS_LOG_LEVEL": "warning"}

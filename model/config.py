@@ -14,14 +14,14 @@ PosEmbed = Literal["learned", "sincos2d", "none"]
 Pool = Literal["cls", "mean"]
 Stem = Literal["linear", "conv"]
 Impl = Literal["ours", "timm"]
-AttentionKind = Literal["full", "window", "linear", "kvpool"]
+AttentionKind = Literal["full", "window", "grid", "linear", "kvpool"]
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "pos_embed": ("learned", "sincos2d", "none"),
     "pool": ("cls", "mean"),
     "stem": ("linear", "conv"),
     "impl": ("ours", "timm"),
-    "attention": ("full", "window", "linear", "kvpool"),
+    "attention": ("full", "window", "grid", "linear", "kvpool"),
 }
 
 
@@ -52,11 +52,13 @@ class ViTConfig:
         impl: ``ours`` (this package's ViT) or ``timm`` (timm's VisionTransformer, for comparison).
         attention: the token mixer of every block (:mod:`model.efficient_attention`): ``full``
             softmax attention over all tokens (the only kind with attention maps), ``window``
-            (Swin-style local windows, shifted in every odd block), ``linear`` (kernelised,
+            (Swin-style local windows, shifted in every odd block), ``grid`` (local windows in even
+            blocks, a dilated grid of the same size spread over the whole picture in odd ones:
+            MaxViT's block and grid attention, Tu et al. 2022), ``linear`` (kernelised,
             Katharopoulos et al. 2020) or ``kvpool`` (keys and values from average-pooled tokens,
             PVT's spatial reduction without parameters). The non-full kinds work on the patch grid,
             so they need ``impl='ours'`` and ``pool='mean'`` (no class token).
-        window: side of the square attention window in patches (``window`` attention only); must
+        window: side of the square attention window in patches (``window`` and ``grid``); must
             divide ``grid_size``.
         kv_pool: ``kvpool`` attention only: keys and values come from tokens averaged over
             ``kv_pool`` x ``kv_pool`` patches; must divide ``grid_size``.
@@ -131,7 +133,7 @@ class ViTConfig:
                 f"{kind} needs pool='mean': it attends over the patch grid, which a class token is not "
                 f"part of; got pool={self.pool!r}"
             )
-        divisors = {"window": "window", "kvpool": "kv_pool"}
+        divisors = {"window": "window", "grid": "window", "kvpool": "kv_pool"}
         if self.attention in divisors:
             name = divisors[self.attention]
             value = getattr(self, name)

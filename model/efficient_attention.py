@@ -1,4 +1,5 @@
-"""Attention that avoids the full (N, N) softmax over all tokens: local windows, linear, pooled keys.
+"""Attention that avoids the full (N, N) softmax over all tokens: local windows, a dilated grid,
+linear, pooled keys.
 
 Each kind has the parameters of :class:`~model.attention.Attention` under the same names (``qkv``,
 ``proj``), so a model changes kind without changing its parameter count, and weights copy across.
@@ -101,6 +102,48 @@ def _shifted_window_mask(grid: int, window: int, shift: int) -> torch.Tensor:
     return (labels[:, :, None] == labels[:, None, :]).unsqueeze(1)
 
 
+class GridAttention(QKVAttention):
+    """Multi-head attention inside a dilated grid (MaxViT's grid attention, Tu et al. 2022): the
+    patch grid is cut into ``window`` x ``window`` groups whose tokens lie ``grid // window``
+    patches apart, so each group spans the whole picture sparsely; cost O(N * window^2 * d), as
+    for local windows. Token (i, j) attends to the tokens (i', j') with i' = i and j' = j modulo
+    ``grid // window``. Alternated with local windows (``attention='grid'``), every token reaches
+    every other within two blocks.
+
+    Args:
+        dim: token width.
+        heads: number of heads; must divide ``dim``.
+        grid: patches per side; the input has grid^2 tokens.
+        window: tokens per side of a group; must divide ``grid``.
+        attn_dropout: dropout on the attention probabilities (training only).
+        proj_dropout: dropout after the output projection.
+    """
+
+    def __init__(
+        self, dim: int, heads: int, grid: int, window: int, attn_dropout: float = 0.0, proj_dropout: float = 0.0
+    ):
+        super().__init__(dim, heads, attn_dropout, proj_dropout)
+        if grid % window:
+            raise ValueError(f"window ({window}) must divide the grid ({grid})")
+        self.grid = grid
+        self.window = window
+
+    def forward(self, x: torch.Tensor, return_attention: bool = False) -> tuple[torch.Tensor, None]:
+        """Attend over ``x`` (B, grid^2, C) within dilated groups; returns the output and None (no maps)."""
+        self._no_maps(return_attention)
+        B, N, C = x.shape
+        w = self.window
+        n = self.grid // w  # the stride between a group's tokens, and the groups per side
+        # row i = a * n + b: (B, g, g, 3C) -> (B, w, n, w, n, 3C) -> (B, n, n, w, w, 3C), group (b_i, b_j)
+        qkv = self.qkv(x).reshape(B, w, n, w, n, 3 * C).permute(0, 2, 4, 1, 3, 5)
+        qkv = qkv.reshape(B * n * n, w * w, 3, self.heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B * n^2, heads, w^2, d)
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self._dropout_p())
+        # (B * n^2, heads, w^2, d) -> (B, n, n, w, w, C) -> (B, w, n, w, n, C): back to row-major order
+        out = out.transpose(1, 2).reshape(B, n, n, w, w, C).permute(0, 3, 1, 4, 2, 5)
+        return self.proj_drop(self.proj(out.reshape(B, N, C))), None
+
+
 class LinearAttention(QKVAttention):
     """Linear attention (Katharopoulos et al. 2020, "Transformers are RNNs"): the softmax kernel
     exp(q.k) is replaced by phi(q).phi(k) with phi(x) = elu(x) + 1, so the sum over keys factors
@@ -186,10 +229,15 @@ class KVPoolAttention(QKVAttention):
 
 
 def build_attention(config: ViTConfig, index: int) -> nn.Module:
-    """The attention module of block ``index`` for ``config``; window attention shifts in odd blocks."""
+    """The attention module of block ``index`` for ``config``; window attention shifts in odd blocks,
+    and grid attention's odd blocks attend over the dilated grid, its even ones over local windows."""
     c = config
     if c.attention == "window":
         return WindowAttention(c.dim, c.heads, c.grid_size, c.window, index % 2 == 1, c.attn_dropout, c.dropout)
+    if c.attention == "grid":
+        if index % 2:
+            return GridAttention(c.dim, c.heads, c.grid_size, c.window, c.attn_dropout, c.dropout)
+        return WindowAttention(c.dim, c.heads, c.grid_size, c.window, False, c.attn_dropout, c.dropout)
     if c.attention == "linear":
         return LinearAttention(c.dim, c.heads, c.attn_dropout, c.dropout)
     if c.attention == "kvpool":

@@ -61,6 +61,7 @@ _HELP: dict[str, str] = {
     "distill_alpha": "the teacher's share of the digits' loss",
     "distill_tau": "temperature of soft distillation",
     "teacher": "the teacher's weights (written by the ship command)",
+    "canvas": "place each digit at a random position on a canvas of this side (--image-size); 0: off",
     # ViTConfig
     "image_size": "side of the image the model takes; the 28x28 digits are resized to it",
     "patch_size": "side of a square patch; must divide --image-size",

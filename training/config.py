@@ -83,6 +83,11 @@ class TrainConfig:
     distill_alpha: float = 0.5
     distill_tau: float = 2.0
     teacher: Path | None = None  # the teacher's weights (written by `python -m training ship`)
+    # > 0: every digit (training, validation and test) at a random position on a blank canvas of
+    # this side, the model's image_size, instead of resized to it: a task where every token may
+    # hold part of the digit (the canvas suite); the positions are drawn once, from the seed
+    # (training, validation) or a fixed one (test, so every run scores the same pictures)
+    canvas: int = 0
 
     def __post_init__(self) -> None:
         positive = ("epochs", "batch_size")
@@ -116,6 +121,14 @@ class TrainConfig:
             raise ConfigError(
                 f"need 0 <= distill_alpha <= 1 and distill_tau > 0; got {self.distill_alpha}, {self.distill_tau}"
             )
+        if self.canvas:
+            if self.canvas != self.model.image_size or self.canvas < 28:
+                raise ConfigError(
+                    f"canvas ({self.canvas}) must be the model's image_size ({self.model.image_size}), "
+                    f"at least the digits' 28"
+                )
+            if self.outlier_weight or self.distill != "none":
+                raise ConfigError("canvas runs take neither outlier exposure nor a teacher (both read 28x28 pictures)")
         if self.amp not in ("auto", "none", "bf16", "fp16"):
             raise ConfigError(f"amp must be auto, none, bf16 or fp16; got {self.amp!r}")
 

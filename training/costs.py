@@ -71,7 +71,7 @@ def vit_flops(config: ViTConfig) -> int:
     """Forward FLOPs of one image through our ViT (or timm's at the same config), by hand: what
     :func:`flops_per_image` must count. Per block, with N tokens of width C, d = C / heads:
     projections 8NC^2 and the MLP 4NC x hidden, plus the attention products: 4N^2C for full
-    attention, 4Nw^2C for w x w windows, 4NCd + 2NC for linear attention, and for pooled keys
+    attention, 4Nw^2C for w x w windows (local or dilated), 4NCd + 2NC for linear attention, and for pooled keys
     (M = N / p^2 of them) 4NMC, with the key and value projections on the M tokens only. The mean
     of two heads (with a distillation token) is left out, as the softmax's and the norms' are."""
     c = config
@@ -80,7 +80,7 @@ def vit_flops(config: ViTConfig) -> int:
     projections = 2 * n * c.dim * 3 * c.dim + 2 * n * c.dim * c.dim  # qkv, output projection
     if c.attention == "full":
         attention = 4 * n * n * c.dim  # QK^T and AV over all heads
-    elif c.attention == "window":
+    elif c.attention in ("window", "grid"):
         attention = 4 * n * c.window**2 * c.dim
     elif c.attention == "linear":
         attention = 4 * n * c.dim * (c.dim // c.heads) + 2 * n * c.dim

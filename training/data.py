@@ -30,7 +30,8 @@ class DataError(RuntimeError):
 
 @dataclass(frozen=True)
 class Split:
-    """Images as uint8 (N, 28, 28) and labels as int64 (N,)."""
+    """Images as uint8 (N, 28, 28) (or (N, side, side) on a canvas: :func:`on_canvas`) and labels as
+    int64 (N,)."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -103,8 +104,27 @@ def train_val_split(split: Split, val_size: int, seed: int) -> tuple[Split, Spli
     return split.subset(order[val_size:]), split.subset(order[:val_size])
 
 
+CANVAS_TEST_SEED = 10_000  # the test digits' positions on a canvas: one draw, so every run scores the same pictures
+
+
+def on_canvas(split: Split, side: int, seed: int) -> Split:
+    """The split's digits, each at a random position on a blank ``side`` x ``side`` canvas (the same
+    positions for the same seed): a picture whose every part may hold the digit."""
+    n, h, w = split.images.shape
+    if side < max(h, w):
+        raise DataError(f"a {side}x{side} canvas cannot hold {h}x{w} digits")
+    generator = torch.Generator().manual_seed(seed)
+    rows = torch.randint(0, side - h + 1, (n,), generator=generator)
+    cols = torch.randint(0, side - w + 1, (n,), generator=generator)
+    canvas = torch.zeros(n, side, side, dtype=split.images.dtype)
+    r = rows[:, None, None] + torch.arange(h)[None, :, None]  # (n, h, 1): each digit's rows on its canvas
+    c = cols[:, None, None] + torch.arange(w)[None, None, :]  # (n, 1, w)
+    canvas[torch.arange(n)[:, None, None], r, c] = split.images
+    return Split(canvas, split.labels)
+
+
 def to_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 (B, 28, 28) -> normalised float (B, 1, 28, 28) on ``device``."""
+    """uint8 (B, H, W) -> normalised float (B, 1, H, W) on ``device``."""
     x = images.to(device, non_blocking=True).unsqueeze(1).float().div_(255.0)
     return (x - MEAN) / STD
 

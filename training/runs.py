@@ -28,7 +28,7 @@ from model.checkpoint import load_checkpoint
 from model.config import ViTConfig
 from model.device import resolve_device
 from training.config import AugmentConfig, TrainConfig
-from training.data import Split, load_split, prepare_root, to_input
+from training.data import CANVAS_TEST_SEED, Split, load_split, on_canvas, prepare_root, to_input
 from training.engine import fit_input, input_shape, predict, score
 from training.suites import Suite, run_name, variant_config
 
@@ -53,12 +53,15 @@ def train_suite(
     ``out``, seed-major: an interrupted suite has every variant at the same seeds. ``after_run``
     runs after every run that is recorded (the tables fill in as the suite goes)."""
     out_dir = out.parent
-    test = scoring_set(base.data_dir, base.limit)
+    tests: dict[int, Split] = {}  # the scoring set of each canvas (0: none) the variants use
     for seed in seeds:
         for variant, overrides in suite.variants.items():
             if variants and variant not in variants:
                 continue
             cfg = variant_config(base, variant, overrides, seed)
+            if cfg.canvas not in tests:
+                tests[cfg.canvas] = scoring_set(base.data_dir, base.limit, cfg.canvas)
+            test = tests[cfg.canvas]
             result_file = cfg.run_path / "result.json"
             # done if its recorded config is this one (fields the record predates taken at their defaults)
             if result_file.is_file() and run_key(recorded_config(cfg.run_path)) == run_key(cfg):
@@ -172,10 +175,13 @@ def recorded_config(run_dir: Path) -> TrainConfig:
     return TrainConfig(**{k: v for k, v in data.items() if k in known})
 
 
-def scoring_set(data_dir: Path, limit: int) -> Split:
+def scoring_set(data_dir: Path, limit: int, canvas: int = 0) -> Split:
     """The MNIST test set; a run on fewer training images scores on a fixed random third as many
-    test images (drawn at random: MNIST's first test images are from the cleaner writers)."""
+    test images (drawn at random: MNIST's first test images are from the cleaner writers). With a
+    ``canvas``, each at the position training's test set gives it."""
     test = load_split(prepare_root(data_dir), train=False)
+    if canvas:
+        test = on_canvas(test, canvas, CANVAS_TEST_SEED)
     if limit and limit < 30000:
         order = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))
         test = test.subset(order[: min(len(test), max(limit // 3, 200))].sort().values)

@@ -59,6 +59,9 @@ class Suite:
 # 56x56), mean pooling (the window and pooled-key variants need the tokens to be exactly the grid),
 # and the conv stem, which gives usable tokens within the short budget these token counts allow
 _EFFICIENT = {"patch_size": 2, "pool": "mean", "stem": "conv"}
+# the canvas suite's kinds, full attention first (the others' reference); windows and the dilated
+# grid both hold 7 x 7 tokens of the 28 x 28 grid, pooled keys are averaged over 2 x 2
+_CANVAS_KINDS = ("full", "window", "grid", "linear", "kvpool")
 # The shipped recipe's first stage (the "base" preset), its model fields flattened as a variant's
 # are; over the distill suite's 500 steps the weights' average keeps a ~100-step horizon, as the
 # preset's 0.999 keeps ~1,000 of its 9,500.
@@ -169,6 +172,16 @@ SUITES: dict[str, Suite] = {
         # of 32 (500 steps), and tests on 3,333 test images drawn at random
         budget={"epochs": 2, "limit": 10000, "batch_size": 32},
         # the speed-ups are the question here, and the runs' own logs are a second measurement of them
+        speeds_beside_logs=True,
+    ),
+    "canvas": Suite(
+        "Full, local-window, dilated-grid, linear and pooled-key attention over 784 tokens that all may "
+        "hold the digit: each 28x28 digit at a random place on a 56x56 canvas, one token per 2x2 pixels",
+        {kind: _EFFICIENT | {"image_size": 56, "canvas": 56, "attention": kind} for kind in _CANVAS_KINDS},
+        (*((kind, "full") for kind in _CANVAS_KINDS[1:]), ("grid", "window")),
+        # a budget for a GPU: full attention over 784 tokens trains at about a dozen images/s on
+        # these 2 cores, so one run of 10 epochs would take the better part of a day here
+        budget={"epochs": 10, "batch_size": 128},
         speeds_beside_logs=True,
     ),
 }

@@ -25,7 +25,17 @@ from model.device import resolve_device
 from model.factory import build_model, count_parameters
 from model.meta import CheckpointMeta, Preprocessing
 from training.config import TrainConfig
-from training.data import MEAN, STD, Split, dataset_checksum, load_split, prepare_root, train_val_split
+from training.data import (
+    CANVAS_TEST_SEED,
+    MEAN,
+    STD,
+    Split,
+    dataset_checksum,
+    load_split,
+    on_canvas,
+    prepare_root,
+    train_val_split,
+)
 from training.distributed import DistInfo, barrier, init_distributed, shutdown
 from training.ema import ModelEma
 from training.engine import EpochOptions, EpochStats, accuracy, predict, score, train_one_epoch
@@ -82,6 +92,9 @@ def load_data(cfg: TrainConfig) -> tuple[Split, Split, Split, str]:
             torch.cat([train.images, torch.from_numpy(pictures.images)]),
             torch.cat([train.labels, torch.from_numpy(pictures.labels).long()]),
         )
+    if cfg.canvas:
+        train, val = on_canvas(train, cfg.canvas, cfg.seed), on_canvas(val, cfg.canvas, cfg.seed + 1)
+        test = on_canvas(test, cfg.canvas, CANVAS_TEST_SEED)
     return train, val, test, dataset_checksum(root)
 
 

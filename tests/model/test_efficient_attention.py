@@ -1,4 +1,4 @@
-"""Window, linear and kv-pool attention against explicit references, and wired through the ViT."""
+"""Window, grid, linear and kv-pool attention against explicit references, and wired through the ViT."""
 
 import pytest
 import torch
@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from model import ConfigError, ViT, ViTConfig, count_parameters, forward_with_attention
 from model.attention import Attention
 from model.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
-from model.efficient_attention import KVPoolAttention, LinearAttention, WindowAttention
+from model.efficient_attention import GridAttention, KVPoolAttention, LinearAttention, WindowAttention
 from model.meta import CheckpointError
 from model.onnx_export import export_onnx
 
@@ -83,6 +83,36 @@ def test_shifted_window_attention_matches_masked_attention_on_the_rolled_grid():
 
 
 @torch.no_grad()
+def test_grid_attention_attends_to_the_tokens_a_stride_apart():
+    torch.manual_seed(0)
+    g, w = 8, 4  # groups of 4 x 4 tokens, 2 patches apart
+    module = GridAttention(DIM, HEADS, grid=g, window=w).eval()
+    x = torch.randn(2, g * g, DIM)
+    r, c = torch.meshgrid(torch.arange(g), torch.arange(g), indexing="ij")
+    group = ((r % (g // w)) * g + c % (g // w)).reshape(g * g)
+    allowed = group[:, None] == group[None, :]  # (N, N): same row and column modulo the stride
+    assert int(allowed.sum(-1).max()) == w * w
+    expected = _softmax_reference(module, x, allowed=allowed)
+    torch.testing.assert_close(module(x)[0], expected, rtol=1e-5, atol=1e-5)
+
+
+@torch.no_grad()
+def test_grid_attention_with_one_group_is_full_attention():
+    torch.manual_seed(0)
+    full = Attention(DIM, HEADS).eval()
+    grid = _copied(GridAttention(DIM, HEADS, grid=4, window=4), full)
+    x = torch.randn(2, 16, DIM)
+    torch.testing.assert_close(grid(x)[0], full(x)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_vit_with_grid_attention_alternates_local_windows_and_the_dilated_grid():
+    model = ViT(MEAN.replace(patch_size=2, depth=4, attention="grid"))  # grid 14, windows of 7
+    kinds = [type(block.attn).__name__ for block in model.blocks]
+    assert kinds == ["WindowAttention", "GridAttention", "WindowAttention", "GridAttention"]
+    assert all(block.attn.shift == 0 for block in model.blocks[::2])
+
+
+@torch.no_grad()
 def test_linear_attention_matches_the_quadratic_form():
     torch.manual_seed(0)
     module = LinearAttention(DIM, HEADS).eval()
@@ -119,10 +149,11 @@ def test_kvpool_attention_attends_to_pooled_tokens():
     "make",
     [
         lambda p: WindowAttention(DIM, HEADS, grid=4, window=2, shifted=True, attn_dropout=p),
+        lambda p: GridAttention(DIM, HEADS, grid=4, window=2, attn_dropout=p),
         lambda p: LinearAttention(DIM, HEADS, attn_dropout=p),
         lambda p: KVPoolAttention(DIM, HEADS, grid=4, pool=2, attn_dropout=p),
     ],
-    ids=["window", "linear", "kvpool"],
+    ids=["window", "grid", "linear", "kvpool"],
 )
 def test_attention_dropout_acts_only_in_training(make):
     torch.manual_seed(0)
@@ -134,7 +165,7 @@ def test_attention_dropout_acts_only_in_training(make):
         assert not torch.allclose(dropped.train()(x)[0], plain.train()(x)[0])
 
 
-@pytest.mark.parametrize(("attention", "field"), [("window", "window"), ("kvpool", "kv_pool")])
+@pytest.mark.parametrize(("attention", "field"), [("window", "window"), ("grid", "window"), ("kvpool", "kv_pool")])
 def test_vit_with_one_window_or_unpooled_keys_is_the_full_attention_vit(attention, field):
     torch.manual_seed(0)
     full = ViT(MEAN).eval()
@@ -151,7 +182,13 @@ def test_vit_shifts_the_windows_of_odd_blocks():
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "changes", [{"attention": "window", "window": 7}, {"attention": "linear"}, {"attention": "kvpool", "kv_pool": 2}]
+    "changes",
+    [
+        {"attention": "window", "window": 7},
+        {"attention": "grid", "window": 7},
+        {"attention": "linear"},
+        {"attention": "kvpool", "kv_pool": 2},
+    ],
 )
 def test_vit_at_784_tokens_trains_with_the_parameters_of_full_attention(changes):
     cfg = ViTConfig(image_size=56, patch_size=2, dim=16, depth=2, heads=2, mlp_ratio=1.0, pool="mean")
@@ -179,6 +216,7 @@ def test_vit_at_784_tokens_trains_with_the_parameters_of_full_attention(changes)
     ("changes", "message"),
     [
         ({"attention": "window", "window": 3}, r"window \(3\) must divide grid_size \(7"),
+        ({"attention": "grid", "window": 2}, r"window \(2\) must divide grid_size \(7"),
         ({"attention": "kvpool", "kv_pool": 2}, r"kv_pool \(2\) must divide grid_size \(7"),
         ({"attention": "window", "window": 0}, "window must be a positive integer"),
         ({"attention": "linear", "pool": "cls"}, "needs pool='mean'"),

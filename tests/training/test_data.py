@@ -2,8 +2,13 @@ import gzip
 import shutil
 from pathlib import Path
 
+import pytest
+import torch
+
+from model.config import ConfigError, ViTConfig
 from tests.conftest import MNIST_SLICE
-from training.data import RAW_FILES, load_split, prepare_root
+from training.config import TrainConfig
+from training.data import RAW_FILES, DataError, load_split, on_canvas, prepare_root
 
 
 def _smaller_copy(src: Path, dst: Path, images: int) -> None:
@@ -36,3 +41,29 @@ def test_prepare_root_never_writes_next_to_the_source(tmp_path, monkeypatch):
     root = prepare_root(source)
     assert sorted(p.name for p in source.rglob("*")) == before
     assert root.resolve().is_relative_to((tmp_path / ".cache").resolve())
+
+
+def test_on_canvas_places_each_whole_digit_somewhere_else_the_same_way_for_a_seed():
+    digits = load_split(prepare_root(MNIST_SLICE), train=False).subset(torch.arange(64))
+    placed = on_canvas(digits, 56, seed=3)
+    assert placed.images.shape == (64, 56, 56) and torch.equal(placed.labels, digits.labels)
+    # every digit's ink is all there, none of it cut
+    assert torch.equal(
+        placed.images.sum(dim=(1, 2), dtype=torch.int64), digits.images.sum(dim=(1, 2), dtype=torch.int64)
+    )
+    rows = placed.images.amax(dim=2).argmax(dim=1)  # first inked row of each canvas
+    cols = placed.images.amax(dim=1).argmax(dim=1)
+    assert len(set(rows.tolist())) > 10 and len(set(cols.tolist())) > 10  # spread over the canvas
+    assert torch.equal(on_canvas(digits, 56, seed=3).images, placed.images)
+    assert not torch.equal(on_canvas(digits, 56, seed=4).images, placed.images)
+    with pytest.raises(DataError, match="a 20x20 canvas cannot hold 28x28 digits"):
+        on_canvas(digits, 20, seed=0)
+
+
+def test_a_canvas_must_be_the_models_picture_and_takes_no_teacher_or_outliers():
+    model = ViTConfig(image_size=56, patch_size=2, pool="mean")
+    assert TrainConfig(model=model, canvas=56).canvas == 56
+    with pytest.raises(ConfigError, match=r"canvas \(56\) must be the model's image_size \(28\)"):
+        TrainConfig(canvas=56)
+    with pytest.raises(ConfigError, match="neither outlier exposure nor a teacher"):
+        TrainConfig(model=model, canvas=56, outlier_weight=0.5)

@@ -130,6 +130,18 @@ def test_distill_suite_trains_each_seeds_teacher_once_on_the_runs_own_images(tmp
     assert set(rows) == set(variants)
 
 
+@pytest.mark.slow
+def test_canvas_suite_trains_and_scores_on_digits_placed_on_the_canvas(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(_suite_args(tmp_path, "canvas", "--seeds", "0", "--variants", "grid", "--no-costs")) == 0
+    out = next((tmp_path / "exp").glob("canvas-*"))
+    config = json.loads((out / "runs" / "grid-seed0" / "config.json").read_text())
+    assert config["canvas"] == 56 and config["model"]["image_size"] == 56 and config["model"]["attention"] == "grid"
+    result = json.loads((out / "runs" / "grid-seed0" / "result.json").read_text())
+    test = scoring_set(MNIST_SLICE, 300, canvas=56)
+    assert result["test_images"] == len(test) and test.images.shape[1:] == (56, 56)
+
+
 def test_a_suite_can_train_a_subset_of_its_variants(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(_suite_args(tmp_path, "posenc", "--seeds", "0", "--variants", "sincos2d", "--no-costs")) == 0

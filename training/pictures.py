@@ -27,7 +27,7 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont
 
 from model import preprocess
 from model.preprocess import ImageError, decode_image, prepare
@@ -525,27 +525,37 @@ def _boxed(digit: np.ndarray, rng: Rng) -> Image.Image:
 
 
 def _neighbour(digit: np.ndarray, rng: Rng) -> Image.Image:
-    """A crop out of a number: a sliver of the next digit (a stroke from a shuffled copy of this one)
-    at the left or right edge, or a comma at the bottom right."""
+    """A crop out of a number: the digit whole, and at its left or right a sliver of the next digit
+    (the near edge of a turned copy of this one, 7-20% of the height wide) that the crop's edge cuts
+    through, a gap of -5% to 15% of the height away (below zero the two overlap and may touch); or
+    a comma at the bottom right."""
     height = int(rng.integers(60, 240))
     glyph = _glyph(digit, height)
     w, h = glyph.size
     pad = round(height * rng.uniform(0.05, 0.2))
+    if rng.random() < 0.7:  # part of a neighbouring digit
+        other = _glyph(np.rot90(digit, int(rng.integers(1, 4))).copy(), height)
+        # as many draws as the staging has always taken, so that a staged set's other pictures keep
+        # theirs: the second gives the side (its first half or second) and the gap (where in the half)
+        show = max(2, min(other.size[0], round(height * (0.07 + 0.65 * (rng.uniform(0.1, 0.3) - 0.1)))))
+        side = rng.random()
+        gap = round(height * (-0.05 + 0.2 * (2 * side % 1)))
+        width = pad + w + gap + show  # the digit's paper on one side; the other ends in the sliver
+        canvas, sliver = Image.new("L", (width, h + 2 * pad), 0), Image.new("L", (width, h + 2 * pad), 0)
+        if side < 0.5:  # on the left: the right edge of the digit before
+            canvas.paste(glyph, (show + gap, pad))
+            sliver.paste(other.crop((other.size[0] - show, 0, other.size[0], h)), (0, pad))
+        else:  # on the right: the left edge of the digit after
+            canvas.paste(glyph, (pad, pad))
+            sliver.paste(other.crop((0, 0, show, h)), (width - show, pad))
+        return _on_paper(ImageChops.lighter(canvas, sliver))  # overlapping strokes cross, none erased
     canvas = Image.new("L", (w + 2 * pad, h + 2 * pad), 0)
     canvas.paste(glyph, (pad, pad))
-    if rng.random() < 0.7:  # part of a neighbouring digit, 10-30% of its width showing
-        other = _glyph(np.rot90(digit, int(rng.integers(1, 4))).copy(), height)
-        show = max(2, round(other.size[0] * rng.uniform(0.1, 0.3)))
-        if rng.random() < 0.5:
-            canvas.paste(other.crop((other.size[0] - show, 0, other.size[0], other.size[1])), (0, pad))
-        else:
-            canvas.paste(other.crop((0, 0, show, other.size[1])), (canvas.size[0] - show, pad))
-    else:  # a comma after the digit
-        r = max(2, round(height * 0.06))
-        x, y = canvas.size[0] - 2 * r - 1, canvas.size[1] - 3 * r - 1
-        draw = ImageDraw.Draw(canvas)
-        draw.ellipse([x, y, x + 2 * r, y + 2 * r], fill=255)
-        draw.line([(x + 2 * r, y + r), (x + r, y + 3 * r)], fill=255, width=max(1, r))
+    r = max(2, round(height * 0.06))  # a comma after the digit
+    x, y = canvas.size[0] - 2 * r - 1, canvas.size[1] - 3 * r - 1
+    draw = ImageDraw.Draw(canvas)
+    draw.ellipse([x, y, x + 2 * r, y + 2 * r], fill=255)
+    draw.line([(x + 2 * r, y + r), (x + r, y + 3 * r)], fill=255, width=max(1, r))
     return _on_paper(canvas)
 
 

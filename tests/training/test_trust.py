@@ -171,3 +171,29 @@ def test_caller_stagings_draw_what_callers_send():
         assert tiny.size[1] <= 24 or tiny.size[1] >= 32  # sent at 8-16 pixels (and a margin), or enlarged
     boxed = np.asarray(stage_digit(digit, np.random.default_rng(1), "boxed").convert("L"))
     assert ((boxed > 40) & (boxed < 200)).any()  # grey printed lines beside the black ink
+
+
+@pytest.mark.parametrize("label", [1, 0, 8])
+def test_a_neighbours_sliver_leaves_the_digit_whole(mnist_root, label):
+    """The staged crop out of a number holds the whole digit, at the size it is drawn, and the sliver
+    of its neighbour only beside it: no stroke of the digit is painted over."""
+    from training.data import load_split
+    from training.pictures import _glyph, stage_digit
+
+    test = load_split(mnist_root, train=False)
+    digits = test.images[test.labels == label][:20].numpy()
+    rng = np.random.default_rng(0)
+    for digit in digits:
+        before = rng.bit_generator.state
+        picture = np.asarray(stage_digit(digit, rng, "neighbour").convert("L"))
+        rng_again = np.random.default_rng()
+        rng_again.bit_generator.state = before
+        height = int(rng_again.integers(60, 240))
+        glyph = np.asarray(_glyph(digit, height)) > 128
+        ink = picture < 128
+        # the glyph's ink is somewhere in the picture, whole: it matches at its own rows and some column
+        pad = (picture.shape[0] - glyph.shape[0]) // 2
+        rows = ink[pad : pad + glyph.shape[0]]
+        assert any(
+            (rows[:, x : x + glyph.shape[1]] >= glyph).all() for x in range(rows.shape[1] - glyph.shape[1] + 1)
+        ), f"a {label} lost some of its strokes"

@@ -318,8 +318,9 @@ def main() -> None:
     parser.add_argument(
         "--command", help="the service's command line instead of `python -m app`; {port} stands for its port"
     )
-    parser.add_argument("--v2", action="store_true", help="the Open Inference Protocol's rows against /v1's instead")
-    parser.add_argument(
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--v2", action="store_true", help="the Open Inference Protocol's rows against /v1's instead")
+    mode.add_argument(
         "--ceiling-against", type=Path, metavar="CHECKPOINT", help="only the in-process ceiling, against this model's"
     )
     args = parser.parse_args()

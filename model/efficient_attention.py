@@ -108,7 +108,8 @@ class GridAttention(QKVAttention):
     patches apart, so each group spans the whole picture sparsely; cost O(N * window^2 * d), as
     for local windows. Token (i, j) attends to the tokens (i', j') with i' = i and j' = j modulo
     ``grid // window``. Alternated with local windows (``attention='grid'``), every token reaches
-    every other within two blocks.
+    every other within two blocks where ``window >= grid // window`` (a local window spans the
+    stride).
 
     Args:
         dim: token width.

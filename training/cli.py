@@ -78,7 +78,7 @@ _HELP: dict[str, str] = {
     "stem": "linear patch embedding or a conv stem (power-of-two patch size)",
     "impl": "this package's ViT or timm's",
     "attention": "token mixer of every block (all but full need --impl ours --pool mean)",
-    "window": "side of the attention window in patches (--attention window)",
+    "window": "side of the attention window (and of the dilated grid) in patches (--attention window|grid)",
     "kv_pool": "keys and values averaged over N x N patches (--attention kvpool)",
     "distill_token": "a distillation token with its own head, taught by the teacher (--distill token)",
     # AugmentConfig

@@ -117,6 +117,11 @@ class TrainConfig:
             )
         if self.distill != "none" and self.teacher is None:
             raise ConfigError("distillation needs the teacher's weights: pass --teacher PATH")
+        if self.distill == "token" and not 0.0 < self.distill_alpha < 1.0:
+            raise ConfigError(
+                f"distill='token' needs 0 < distill_alpha < 1 (both heads serve, so both must learn); "
+                f"got {self.distill_alpha}"
+            )
         if not 0.0 <= self.distill_alpha <= 1.0 or self.distill_tau <= 0:
             raise ConfigError(
                 f"need 0 <= distill_alpha <= 1 and distill_tau > 0; got {self.distill_alpha}, {self.distill_tau}"
@@ -129,6 +134,11 @@ class TrainConfig:
                 )
             if self.outlier_weight or self.distill != "none":
                 raise ConfigError("canvas runs take neither outlier exposure nor a teacher (both read 28x28 pictures)")
+            if self.export:
+                raise ConfigError(
+                    "a canvas run's checkpoint is an experiment's, not a service's (the service centres "
+                    "the digit in 28x28): pass --no-export"
+                )
         if self.amp not in ("auto", "none", "bf16", "fp16"):
             raise ConfigError(f"amp must be auto, none, bf16 or fp16; got {self.amp!r}")
 

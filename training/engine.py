@@ -63,15 +63,15 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
 class EpochOptions:
     """How a run trains every epoch: the constants of :func:`train_one_epoch`.
 
-        ``batch_size`` is per process; ``rank`` and ``world`` shard the batches across processes.
-        ``amp_dtype`` turns on autocast and ``scaler`` (fp16 only) scales the loss. ``max_steps`` > 0
-        stops the epoch early (a dry run). With ``outliers`` (uint8 (M, 28, 28) not-a-digit pictures)
-        and ``outlier_weight`` > 0, every batch also takes half its size in randomly drawn outliers,
-        trained towards the uniform distribution over the classes (outlier exposure, Hendrycks et al.
-        2019): the model learns to give what is not a digit flat, low logits. With a ``distiller`` the
-        digits' loss mixes the labels with a teacher's answers on the same augmented batch (with the
-    ``token`` kind, the class token's head takes the labels and the distillation token's the teacher). The curve
-        holds the mean loss of every ``curve_every`` steps.
+    ``batch_size`` is per process; ``rank`` and ``world`` shard the batches across processes.
+    ``amp_dtype`` turns on autocast and ``scaler`` (fp16 only) scales the loss. ``max_steps`` > 0
+    stops the epoch early (a dry run). With ``outliers`` (uint8 (M, 28, 28) not-a-digit pictures)
+    and ``outlier_weight`` > 0, every batch also takes half its size in randomly drawn outliers,
+    trained towards the uniform distribution over the classes (outlier exposure, Hendrycks et al.
+    2019): the model learns to give what is not a digit flat, low logits. With a ``distiller`` the
+    digits' loss mixes the labels with a teacher's answers on the same augmented batch (with the
+    ``token`` kind, the class token's head takes the labels and the distillation token's the
+    teacher). The curve holds the mean loss of every ``curve_every`` steps.
     """
 
     device: torch.device

@@ -60,6 +60,8 @@ def run_ship(args: argparse.Namespace) -> dict[str, Any]:
                   device=args.device, limit=args.limit)  # fmt: skip
 
     def stage(preset: str, **extra: Any) -> TrainConfig:
+        if extra.get("distill") == "token":  # the preset's model with a distillation token
+            extra["model"] = PRESETS[preset]["model"].replace(distill_token=True)
         cfg = TrainConfig(**(PRESETS[preset] | extra), name=preset, **common)
         return dataclasses.replace(cfg, epochs=max(1, round(cfg.epochs * args.epochs_scale)))
 
@@ -71,8 +73,6 @@ def run_ship(args: argparse.Namespace) -> dict[str, Any]:
         teacher = args.run_dir / "teacher" / "teacher.safetensors"
         run_teacher(stage("base"), teacher, max(1, round(TeacherConfig.epochs * args.epochs_scale)))
         distill = dict(distill=args.distill, teacher=teacher)
-        if args.distill == "token":
-            distill["model"] = PRESETS["base"]["model"].replace(distill_token=True)
     run(stage("base", **distill))
     shipped = PRESETS["shipped"]
     run(

@@ -70,6 +70,8 @@ def load_data(cfg: TrainConfig) -> tuple[Split, Split, Split, str]:
     split also holds ``cfg.typed_digits`` typed digits and ``cfg.staged_digits`` staged ones."""
     root = prepare_root(cfg.data_dir, download=cfg.download)
     train, test = load_split(root, train=True), load_split(root, train=False)
+    if cfg.canvas:  # the whole test split, so that a picture's position never depends on --limit
+        test = on_canvas(test, cfg.canvas, CANVAS_TEST_SEED)
     if cfg.limit:
         train = train.subset(torch.arange(min(cfg.limit, len(train))))
         test = test.subset(torch.arange(min(max(cfg.limit // 5, 1), len(test))))
@@ -94,7 +96,6 @@ def load_data(cfg: TrainConfig) -> tuple[Split, Split, Split, str]:
         )
     if cfg.canvas:
         train, val = on_canvas(train, cfg.canvas, cfg.seed), on_canvas(val, cfg.canvas, cfg.seed + 1)
-        test = on_canvas(test, cfg.canvas, CANVAS_TEST_SEED)
     return train, val, test, dataset_checksum(root)
 
 

@@ -51,8 +51,8 @@ def test_on_canvas_places_each_whole_digit_somewhere_else_the_same_way_for_a_see
     assert torch.equal(
         placed.images.sum(dim=(1, 2), dtype=torch.int64), digits.images.sum(dim=(1, 2), dtype=torch.int64)
     )
-    rows = placed.images.amax(dim=2).argmax(dim=1)  # first inked row of each canvas
-    cols = placed.images.amax(dim=1).argmax(dim=1)
+    rows = (placed.images.amax(dim=2) > 0).int().argmax(dim=1)  # first inked row of each canvas
+    cols = (placed.images.amax(dim=1) > 0).int().argmax(dim=1)
     assert len(set(rows.tolist())) > 10 and len(set(cols.tolist())) > 10  # spread over the canvas
     assert torch.equal(on_canvas(digits, 56, seed=3).images, placed.images)
     assert not torch.equal(on_canvas(digits, 56, seed=4).images, placed.images)
@@ -60,10 +60,29 @@ def test_on_canvas_places_each_whole_digit_somewhere_else_the_same_way_for_a_see
         on_canvas(digits, 20, seed=0)
 
 
-def test_a_canvas_must_be_the_models_picture_and_takes_no_teacher_or_outliers():
+def test_a_canvas_must_be_the_models_picture_and_takes_no_teacher_outliers_or_export(tmp_path):
     model = ViTConfig(image_size=56, patch_size=2, pool="mean")
-    assert TrainConfig(model=model, canvas=56).canvas == 56
+    assert TrainConfig(model=model, canvas=56, export=False).canvas == 56
     with pytest.raises(ConfigError, match=r"canvas \(56\) must be the model's image_size \(28\)"):
-        TrainConfig(canvas=56)
+        TrainConfig(canvas=56, export=False)
     with pytest.raises(ConfigError, match="neither outlier exposure nor a teacher"):
-        TrainConfig(model=model, canvas=56, outlier_weight=0.5)
+        TrainConfig(model=model, canvas=56, export=False, outlier_weight=0.5)
+    with pytest.raises(ConfigError, match="neither outlier exposure nor a teacher"):
+        TrainConfig(model=model, canvas=56, export=False, distill="soft", teacher=tmp_path / "t.safetensors")
+    with pytest.raises(ConfigError, match="pass --no-export"):
+        TrainConfig(model=model, canvas=56)
+
+
+def test_a_canvas_runs_training_validation_and_test_digits_are_all_on_the_canvas():
+    from training.train import load_data
+
+    model = ViTConfig(image_size=56, patch_size=2, pool="mean")
+    cfg = TrainConfig(model=model, canvas=56, export=False, data_dir=MNIST_SLICE, limit=300)
+    plain = load_data(TrainConfig(data_dir=MNIST_SLICE, limit=300))
+    for placed, digits in zip(load_data(cfg)[:3], plain[:3], strict=True):
+        assert placed.images.shape[1:] == (56, 56) and len(placed) == len(digits)
+        ink = placed.images.sum(dim=(1, 2), dtype=torch.int64)
+        assert torch.equal(ink, digits.images.sum(dim=(1, 2), dtype=torch.int64))
+    # a test picture's position does not hang on how many were taken
+    more = load_data(TrainConfig(model=model, canvas=56, export=False, data_dir=MNIST_SLICE, limit=1000))[2]
+    assert len(more) > len(plain[2]) and torch.equal(load_data(cfg)[2].images, more.images[: len(plain[2])])

@@ -36,6 +36,30 @@ def test_token_distillation_is_hard_distillation_on_the_distillation_tokens_logi
     assert torch.allclose(Distiller(teacher, "token", alpha=0.4).loss(x, distilled, labels_loss), hard)
 
 
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+def test_token_distillation_teaches_the_class_head_the_labels_and_the_token_head_the_teacher(alpha):
+    """One training step with all of the loss on one side: only that side's head learns."""
+    from model import ViT, ViTConfig
+    from training.engine import EpochOptions, train_one_epoch
+
+    torch.manual_seed(0)
+    model = ViT(ViTConfig(dim=16, depth=1, heads=2, distill_token=True))
+    data = Split(torch.randint(0, 256, (8, 28, 28), dtype=torch.uint8), torch.arange(8) % 10)
+    options = EpochOptions(
+        torch.device("cpu"),
+        batch_size=8,
+        augment=AugmentConfig.off(),
+        label_smoothing=0.0,
+        grad_clip=0.0,
+        distiller=Distiller(ConvTeacher().eval(), "token", alpha=alpha),
+    )
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    train_one_epoch(model, data, optimizer, lambda: None, torch.Generator().manual_seed(0), options)
+    labels_head, teacher_head = model.head.weight.grad, model.head_dist.weight.grad
+    learning = (labels_head.abs().sum() > 0, teacher_head.abs().sum() > 0)
+    assert learning == ((True, False) if alpha == 0.0 else (False, True))
+
+
 def test_soft_distillation_vanishes_when_the_student_answers_as_the_teacher():
     teacher = ConvTeacher().eval()
     x = torch.randn(8, 1, 28, 28)

@@ -658,13 +658,18 @@ def _generator_digest() -> str:
     return hashlib.sha256(code).hexdigest()[:12]
 
 
+# read once, at import: a process that runs for an hour keys its sets by the code it runs, not by
+# what the files hold by the time it draws them
+GENERATOR_DIGEST = _generator_digest()
+
+
 CACHE = Path(".cache/pictures")
 
 
 def picture_set(name: str, make: Callable[[int, int], list[Picture]], count: int, seed: int) -> PictureSet:
     """``build_set(make(count, seed))``, cached in ``.cache/pictures`` (drawing and preprocessing
     thousands of pictures takes a minute or two)."""
-    path = CACHE / f"{name}-{count}-{seed}-{_generator_digest()}.npz"
+    path = CACHE / f"{name}-{count}-{seed}-{GENERATOR_DIGEST}.npz"
     if path.is_file():
         with np.load(path) as data:
             refused = {str(k): int(v) for k, v in zip(data["refused_kinds"], data["refused_counts"], strict=True)}

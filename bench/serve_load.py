@@ -207,8 +207,9 @@ class Ceiling:
 
 
 def compare_ceilings(args: argparse.Namespace, png: bytes) -> None:
-    """The in-process ceilings of two models, measured in turn (which goes first alternating), and
-    the ratio of their medians."""
+    """The in-process ceilings of two models, measured in turn (which goes first alternating), the
+    ratio of their medians, and the median of the rounds' own ratios (the two runs of a round are
+    seconds apart, so a machine whose speed drifts from minute to minute moves both alike)."""
     models = {"this": Ceiling(args.checkpoint, png, args.batch_images)}
     models["against"] = Ceiling(args.ceiling_against, png, args.batch_images)
     runs: dict[str, list[float]] = {name: [] for name in models}
@@ -219,7 +220,11 @@ def compare_ceilings(args: argparse.Namespace, png: bytes) -> None:
     for name, path in (("this", args.checkpoint), ("against", args.ceiling_against)):
         each = " ".join(f"{v:.0f}" for v in runs[name])
         print(f"in-process ceiling, {path}: {medians[name]:.0f} images/s (runs: {each})")
-    print(f"ratio {args.checkpoint.name} / {args.ceiling_against.name}: {medians['this'] / medians['against']:.3f}")
+    paired = statistics.median(a / b for a, b in zip(runs["this"], runs["against"], strict=True))
+    print(
+        f"ratio {args.checkpoint} / {args.ceiling_against}: {medians['this'] / medians['against']:.3f} "
+        f"(medians), {paired:.3f} (median of the rounds' ratios)"
+    )
 
 
 V2_INPUTS = 64  # FP32 inputs per /v2 request: issue 33's [64, 1, 28, 28]
